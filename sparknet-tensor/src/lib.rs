@@ -1,0 +1,1 @@
+//! SparkNet's lightweight N-dimensional array (filled by the foundation issue).

@@ -1,1 +1,79 @@
-//! Caffe's hot CPU kernels on plain `f32` slices (filled by the kernels work).
+//! Caffe's hot CPU kernels on plain `f32` slices: im2col + GEMM convolution (forward, backward
+//! data, backward parameters; groups, dilation, per-axis pad/stride), Caffe pooling (MAX/AVE,
+//! global, ceil-mode output with Caffe's clip rule), LRN (ACROSS_CHANNELS, WITHIN_CHANNEL) and a
+//! row-major [`sgemm`] for InnerProduct.
+//!
+//! ```
+//! use sparknet_kernels::{ConvGeometry, Workspace, conv2d_forward};
+//!
+//! // One 1x4x4 input, two 3x3 filters, pad 1, stride 1: output 2x4x4.
+//! let g = ConvGeometry {
+//!     in_channels: 1, in_h: 4, in_w: 4, out_channels: 2,
+//!     kernel_h: 3, kernel_w: 3, stride_h: 1, stride_w: 1,
+//!     pad_h: 1, pad_w: 1, dilation_h: 1, dilation_w: 1, groups: 1,
+//! };
+//! let input = vec![1.0f32; 16];
+//! let mut weight = vec![0.0f32; g.weight_len()];
+//! weight[4] = 2.0; // filter 0: centre tap 2 (doubles the input)
+//! weight[9..18].fill(1.0); // filter 1: box sum
+//! let mut output = vec![0.0f32; 2 * g.out_h() * g.out_w()];
+//! let mut ws = Workspace::default();
+//! conv2d_forward(&g, 1, &input, &weight, Some(&[0.0, 0.5]), &mut output, &mut ws)?;
+//! assert_eq!(output[0], 2.0);
+//! assert_eq!(output[16], 4.5); // corner: 4 ones in the window + bias 0.5
+//! assert_eq!(output[16 + 5], 9.5); // interior: 9 ones + bias 0.5
+//! # Ok::<(), sparknet_kernels::KernelError>(())
+//! ```
+//!
+//! # Layout conventions
+//! - Activations are NCHW, contiguous, row-major: element `(n, c, h, w)` of a `N x C x H x W`
+//!   blob is at `((n * C + c) * H + h) * W + w`, as in Caffe's blobs.
+//! - Convolution weights are row-major `[out_channels, in_channels / groups, kernel_h, kernel_w]`
+//!   (Caffe's weight blob); group `g` uses output channels `g*out/groups ..` and input channels
+//!   `g*in/groups ..`. Biases are `[out_channels]`.
+//! - Pooling argmax is a flat index `h * in_w + w` within the sample's plane, as Caffe's mask.
+//! - Every length is checked against the geometry: a mismatch is an `Err` naming the kernel, the
+//!   argument, the expected and the actual length. Nothing panics on bad input.
+//!
+//! # Overwrite or accumulate
+//! | function | writes |
+//! |---|---|
+//! | [`conv2d_forward`] | overwrites `output` |
+//! | [`conv2d_backward_data`] | overwrites `grad_input` |
+//! | [`conv2d_backward_params`] | **accumulates** (`+=`) into `grad_weight` and `grad_bias` (Caffe accumulates parameter diffs; zero them once per iteration) |
+//! | [`sgemm`] | `C = alpha * op(A) * op(B) + beta * C` (`beta = 0` overwrites, ignoring old `C`) |
+//! | [`pool2d_forward`] / [`pool2d_backward`] | overwrite `output` + `argmax` / `grad_input` |
+//! | [`lrn_across_forward`] / [`lrn_across_backward`] | overwrite `output` + `scale` / `grad_input` |
+//! | [`lrn_within_forward`] / [`lrn_within_backward`] | overwrite `output` / `grad_input` |
+//!
+//! Deconvolution uses the same [`ConvGeometry`] with roles swapped (the geometry describes the
+//! convolution whose *input* is the deconvolution's output): its forward is
+//! [`conv2d_backward_data`] plus the bias, its backward-data is [`conv2d_forward`] (no bias) and
+//! its weight gradient is [`conv2d_backward_params`] with `input` = the deconvolution's top
+//! gradient and `grad_output` = its bottom (bias gradient computed by the caller).
+//!
+//! # Threading
+//! Everything runs on the current rayon pool, so `RAYON_NUM_THREADS` (or an enclosing
+//! `ThreadPool::install`) sets the thread count. Convolutions with a batch of two or more split
+//! the batch into one chunk per thread, each with its own column buffer and a single-threaded
+//! GEMM (per-thread partial weight gradients are summed at the end); a single sample runs one
+//! multithreaded GEMM (`gemm::Parallelism::Rayon`). Pooling and LRN run in parallel over the
+//! `N x C` planes. A [`Workspace`] grows to the largest size a call needs and is reused, so a warm
+//! layer allocates nothing per call (the `gemm` crate keeps its own per-thread packing buffers).
+
+mod blas;
+mod conv;
+mod error;
+mod im2col;
+mod lrn;
+mod pool;
+
+pub use blas::sgemm;
+pub use conv::{
+    ConvGeometry, Workspace, conv2d_backward_data, conv2d_backward_params, conv2d_forward,
+};
+pub use error::{KernelError, Result};
+pub use lrn::{
+    LrnParams, lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward,
+};
+pub use pool::{PoolGeometry, PoolMethod, pool2d_backward, pool2d_forward};

@@ -1,0 +1,456 @@
+//! 2-D convolution with Caffe semantics: im2col + one GEMM per sample and group.
+
+use crate::blas::{MatRef, gemm_into, parallelism};
+use crate::error::{Result, check_len, geometry};
+use crate::im2col::{col2im, im2col};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// One 2-D convolution, Caffe semantics (NCHW input, weights `[out, in/groups, kh, kw]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvGeometry {
+    /// Input channels (all groups together).
+    pub in_channels: usize,
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+    /// Output channels (all groups together), Caffe's `num_output`.
+    pub out_channels: usize,
+    /// Kernel height.
+    pub kernel_h: usize,
+    /// Kernel width.
+    pub kernel_w: usize,
+    /// Vertical stride.
+    pub stride_h: usize,
+    /// Horizontal stride.
+    pub stride_w: usize,
+    /// Zero padding added above and below.
+    pub pad_h: usize,
+    /// Zero padding added left and right.
+    pub pad_w: usize,
+    /// Vertical dilation (1 = dense kernel).
+    pub dilation_h: usize,
+    /// Horizontal dilation (1 = dense kernel).
+    pub dilation_w: usize,
+    /// Channel groups: input and output channels split into this many independent convolutions.
+    pub groups: usize,
+}
+
+/// `(in + 2 pad - (dilation (kernel - 1) + 1)) / stride + 1`, or 0 when the geometry is invalid.
+fn conv_out(input: usize, pad: usize, kernel: usize, dilation: usize, stride: usize) -> usize {
+    let extent = dilation.saturating_mul(kernel.saturating_sub(1)).saturating_add(1);
+    match (input.saturating_add(pad.saturating_mul(2))).checked_sub(extent) {
+        Some(room) if stride > 0 && kernel > 0 => room / stride + 1,
+        _ => 0,
+    }
+}
+
+impl ConvGeometry {
+    /// Output height: `(in_h + 2*pad_h - (dilation_h*(kernel_h-1)+1)) / stride_h + 1` (0 if invalid).
+    pub fn out_h(&self) -> usize {
+        conv_out(self.in_h, self.pad_h, self.kernel_h, self.dilation_h, self.stride_h)
+    }
+
+    /// Output width: `(in_w + 2*pad_w - (dilation_w*(kernel_w-1)+1)) / stride_w + 1` (0 if invalid).
+    pub fn out_w(&self) -> usize {
+        conv_out(self.in_w, self.pad_w, self.kernel_w, self.dilation_w, self.stride_w)
+    }
+
+    /// Weight elements: `out_channels * in_channels/groups * kernel_h * kernel_w`.
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * (self.in_channels / self.groups.max(1)) * self.kernel_h * self.kernel_w
+    }
+
+    /// Elements of one input sample (`in_channels * in_h * in_w`).
+    pub fn input_len(&self) -> usize {
+        self.in_channels * self.in_h * self.in_w
+    }
+
+    /// Elements of one output sample (`out_channels * out_h * out_w`).
+    pub fn output_len(&self) -> usize {
+        self.out_channels * self.out_h() * self.out_w()
+    }
+
+    /// Checks every size is positive, `groups` divides both channel counts and the dilated kernel
+    /// fits in the padded input (and that no size overflows).
+    pub fn validate(&self) -> Result<()> {
+        const K: &str = "ConvGeometry";
+        let fields = [
+            ("in_channels", self.in_channels),
+            ("in_h", self.in_h),
+            ("in_w", self.in_w),
+            ("out_channels", self.out_channels),
+            ("kernel_h", self.kernel_h),
+            ("kernel_w", self.kernel_w),
+            ("stride_h", self.stride_h),
+            ("stride_w", self.stride_w),
+            ("dilation_h", self.dilation_h),
+            ("dilation_w", self.dilation_w),
+            ("groups", self.groups),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
+            return Err(geometry(K, format!("{name} is 0 in {self:?}")));
+        }
+        if !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
+        {
+            return Err(geometry(
+                K,
+                format!(
+                    "groups {} must divide in_channels {} and out_channels {}",
+                    self.groups, self.in_channels, self.out_channels
+                ),
+            ));
+        }
+        let axes = [
+            ("height", self.in_h, self.pad_h, self.kernel_h, self.dilation_h),
+            ("width", self.in_w, self.pad_w, self.kernel_w, self.dilation_w),
+        ];
+        for (axis, input, pad, kernel, dilation) in axes {
+            let padded = pad.checked_mul(2).and_then(|p| p.checked_add(input));
+            let extent = dilation.checked_mul(kernel - 1).and_then(|e| e.checked_add(1));
+            match (padded, extent) {
+                (Some(p), Some(e)) if e <= p => {}
+                _ => {
+                    return Err(geometry(
+                        K,
+                        format!(
+                            "dilated kernel {axis} {kernel} (dilation {dilation}) is larger than \
+                             the padded input {axis} {input} + 2*{pad}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let sizes = [
+            self.in_channels.checked_mul(self.in_h).and_then(|v| v.checked_mul(self.in_w)),
+            self.in_channels
+                .checked_mul(self.kernel_h)
+                .and_then(|v| v.checked_mul(self.kernel_w))
+                .and_then(|v| v.checked_mul(self.out_h()))
+                .and_then(|v| v.checked_mul(self.out_w())),
+            self.out_channels
+                .checked_mul(self.out_h().max(self.kernel_h))
+                .and_then(|v| v.checked_mul(self.out_w().max(self.kernel_w)))
+                .and_then(|v| v.checked_mul(self.in_channels)),
+        ];
+        if sizes.iter().any(Option::is_none) {
+            return Err(geometry(K, format!("sizes overflow usize in {self:?}")));
+        }
+        Ok(())
+    }
+
+    /// True for a 1x1, stride-1, unpadded convolution: the input is its own column buffer.
+    fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1
+            && self.kernel_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_h == 0
+            && self.pad_w == 0
+    }
+
+    /// Column-buffer elements for one sample (0 when pointwise).
+    fn col_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.in_channels * self.kernel_h * self.kernel_w * self.out_h() * self.out_w()
+        }
+    }
+
+    /// `(out channels per group, col rows per group, out_h * out_w)`.
+    fn group_dims(&self) -> (usize, usize, usize) {
+        let kg = self.in_channels / self.groups * self.kernel_h * self.kernel_w;
+        (self.out_channels / self.groups, kg, self.out_h() * self.out_w())
+    }
+}
+
+/// Reusable scratch space (im2col column buffers and per-thread partial weight gradients).
+///
+/// It grows to the largest size a call needs and never shrinks, so after the first call of a
+/// layer the kernels allocate nothing. Keep one per layer (or share one between layers that run
+/// one after another: the contents do not carry over between calls).
+#[derive(Debug, Default)]
+pub struct Workspace {
+    buf: Vec<f32>,
+}
+
+impl Workspace {
+    /// An empty workspace (allocates on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scratch floats currently held.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing has been allocated yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The first `len` scratch floats, growing the buffer when needed.
+    fn take(&mut self, len: usize) -> &mut [f32] {
+        if self.buf.len() < len {
+            self.buf.resize(len, 0.0);
+        }
+        &mut self.buf[..len]
+    }
+}
+
+/// How a batch is split over the rayon pool.
+struct Plan {
+    /// Samples per parallel chunk.
+    per_chunk: usize,
+    /// Number of chunks (each with its own scratch).
+    chunks: usize,
+    /// GEMM parallelism inside one chunk.
+    inner: Parallelism,
+}
+
+/// Per-sample parallelism when there are at least two samples and two threads; otherwise one
+/// sample at a time with a multithreaded GEMM.
+fn plan(batch: usize) -> Plan {
+    let threads = rayon::current_num_threads().max(1);
+    if batch >= 2 && threads > 1 {
+        let per_chunk = batch.div_ceil(threads.min(batch));
+        let chunks = batch.div_ceil(per_chunk);
+        Plan { per_chunk, chunks, inner: parallelism(threads / chunks) }
+    } else {
+        Plan { per_chunk: batch.max(1), chunks: 1, inner: parallelism(threads) }
+    }
+}
+
+/// Checks the geometry and the batch-scaled lengths of an input- and an output-shaped slice.
+fn check_io(
+    kernel: &'static str,
+    g: &ConvGeometry,
+    batch: usize,
+    input: (&'static str, usize),
+    output: (&'static str, usize),
+    weight: usize,
+) -> Result<()> {
+    g.validate()?;
+    let scaled = |per: usize, what: &str| {
+        per.checked_mul(batch)
+            .ok_or_else(|| geometry(kernel, format!("batch {batch} x {what} {per} overflows")))
+    };
+    check_len(kernel, input.0, scaled(g.input_len(), input.0)?, input.1)?;
+    check_len(kernel, output.0, scaled(g.output_len(), output.0)?, output.1)?;
+    check_len(kernel, "weight", g.weight_len(), weight)
+}
+
+/// `y = W * im2col(x) (+ bias)` for one sample.
+fn forward_sample(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    col: &mut [f32],
+    par: Parallelism,
+) {
+    let (mg, kg, ohw) = g.group_dims();
+    let src: &[f32] = if g.is_pointwise() {
+        x
+    } else {
+        im2col(g, x, col);
+        col
+    };
+    for grp in 0..g.groups {
+        gemm_into(
+            &mut y[grp * mg * ohw..(grp + 1) * mg * ohw],
+            MatRef::row_major(&w[grp * mg * kg..(grp + 1) * mg * kg], mg, kg),
+            MatRef::row_major(&src[grp * kg * ohw..(grp + 1) * kg * ohw], kg, ohw),
+            1.0,
+            false,
+            par,
+        );
+    }
+    if let Some(b) = bias {
+        for (row, &b) in y.chunks_exact_mut(ohw).zip(b) {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
+/// Forward convolution: `output[n] = W * im2col(input[n]) (+ bias per output channel)`.
+///
+/// Shapes: `input` is `batch x in_channels x in_h x in_w`, `weight` is
+/// `out_channels x in_channels/groups x kernel_h x kernel_w`, `bias` is `out_channels`,
+/// `output` is `batch x out_channels x out_h x out_w`. **Overwrites** `output`.
+pub fn conv2d_forward(
+    g: &ConvGeometry,
+    batch: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+    ws: &mut Workspace,
+) -> Result<()> {
+    const K: &str = "conv2d_forward";
+    check_io(K, g, batch, ("input", input.len()), ("output", output.len()), weight.len())?;
+    if let Some(b) = bias {
+        check_len(K, "bias", g.out_channels, b.len())?;
+    }
+    if batch == 0 {
+        return Ok(());
+    }
+    let (in_s, out_s, col_len) = (g.input_len(), g.output_len(), g.col_len().max(1));
+    let p = plan(batch);
+    let cols = ws.take(p.chunks * col_len);
+    output
+        .par_chunks_mut(p.per_chunk * out_s)
+        .zip(input.par_chunks(p.per_chunk * in_s))
+        .zip(cols.par_chunks_mut(col_len))
+        .for_each(|((ys, xs), col)| {
+            for (y, x) in ys.chunks_exact_mut(out_s).zip(xs.chunks_exact(in_s)) {
+                forward_sample(g, x, weight, bias, y, col, p.inner);
+            }
+        });
+    Ok(())
+}
+
+/// Gradient with respect to the input: `grad_input[n] = col2im(W^T * grad_output[n])`.
+///
+/// Shapes as in [`conv2d_forward`] (`grad_output` shaped like `output`, `grad_input` like
+/// `input`). **Overwrites** `grad_input`. This is also Deconvolution's forward pass.
+pub fn conv2d_backward_data(
+    g: &ConvGeometry,
+    batch: usize,
+    grad_output: &[f32],
+    weight: &[f32],
+    grad_input: &mut [f32],
+    ws: &mut Workspace,
+) -> Result<()> {
+    const K: &str = "conv2d_backward_data";
+    let (gi, go) = (("grad_input", grad_input.len()), ("grad_output", grad_output.len()));
+    check_io(K, g, batch, gi, go, weight.len())?;
+    if batch == 0 {
+        return Ok(());
+    }
+    let (in_s, out_s, col_len) = (g.input_len(), g.output_len(), g.col_len().max(1));
+    let (mg, kg, ohw) = g.group_dims();
+    let p = plan(batch);
+    let cols = ws.take(p.chunks * col_len);
+    grad_input
+        .par_chunks_mut(p.per_chunk * in_s)
+        .zip(grad_output.par_chunks(p.per_chunk * out_s))
+        .zip(cols.par_chunks_mut(col_len))
+        .for_each(|((gxs, gys), col)| {
+            for (gx, gy) in gxs.chunks_exact_mut(in_s).zip(gys.chunks_exact(out_s)) {
+                let pointwise = g.is_pointwise();
+                let dst: &mut [f32] = if pointwise { gx } else { col };
+                for grp in 0..g.groups {
+                    gemm_into(
+                        &mut dst[grp * kg * ohw..(grp + 1) * kg * ohw],
+                        MatRef::transposed(&weight[grp * mg * kg..(grp + 1) * mg * kg], kg, mg),
+                        MatRef::row_major(&gy[grp * mg * ohw..(grp + 1) * mg * ohw], mg, ohw),
+                        1.0,
+                        false,
+                        p.inner,
+                    );
+                }
+                if !pointwise {
+                    gx.fill(0.0);
+                    col2im(g, col, gx);
+                }
+            }
+        });
+    Ok(())
+}
+
+/// `gw (+)= sum over the chunk's samples of grad_output[n] * im2col(input[n])^T`.
+#[allow(clippy::too_many_arguments)] // private helper threading the per-chunk buffers
+fn params_chunk(
+    g: &ConvGeometry,
+    xs: &[f32],
+    gys: &[f32],
+    gw: &mut [f32],
+    col: &mut [f32],
+    par: Parallelism,
+    overwrite_first: bool,
+) {
+    let (mg, kg, ohw) = g.group_dims();
+    let samples = xs.chunks_exact(g.input_len()).zip(gys.chunks_exact(g.output_len()));
+    for (i, (x, gy)) in samples.enumerate() {
+        let src: &[f32] = if g.is_pointwise() {
+            x
+        } else {
+            im2col(g, x, col);
+            col
+        };
+        for grp in 0..g.groups {
+            gemm_into(
+                &mut gw[grp * mg * kg..(grp + 1) * mg * kg],
+                MatRef::row_major(&gy[grp * mg * ohw..(grp + 1) * mg * ohw], mg, ohw),
+                MatRef::transposed(&src[grp * kg * ohw..(grp + 1) * kg * ohw], ohw, kg),
+                1.0,
+                !(overwrite_first && i == 0),
+                par,
+            );
+        }
+    }
+}
+
+/// Parameter gradients: `grad_weight += sum_n grad_output[n] * im2col(input[n])^T` and
+/// `grad_bias[o] += sum over n, h, w of grad_output[n, o, h, w]`.
+///
+/// **Accumulates** (`+=`) into `grad_weight` and `grad_bias`, as Caffe accumulates parameter
+/// diffs: the caller zeroes them at the start of an iteration.
+pub fn conv2d_backward_params(
+    g: &ConvGeometry,
+    batch: usize,
+    input: &[f32],
+    grad_output: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+    ws: &mut Workspace,
+) -> Result<()> {
+    const K: &str = "conv2d_backward_params";
+    let (i, go) = (("input", input.len()), ("grad_output", grad_output.len()));
+    check_io(K, g, batch, i, go, grad_weight.len())?;
+    if let Some(b) = &grad_bias {
+        check_len(K, "grad_bias", g.out_channels, b.len())?;
+    }
+    if batch == 0 {
+        return Ok(());
+    }
+    let (in_s, out_s, col_len) = (g.input_len(), g.output_len(), g.col_len().max(1));
+    let wl = g.weight_len();
+    let p = plan(batch);
+    if p.chunks == 1 {
+        let col = ws.take(col_len);
+        params_chunk(g, input, grad_output, grad_weight, col, p.inner, false);
+    } else {
+        let buf = ws.take(p.chunks * (col_len + wl));
+        let (cols, partials) = buf.split_at_mut(p.chunks * col_len);
+        partials
+            .par_chunks_mut(wl)
+            .zip(cols.par_chunks_mut(col_len))
+            .zip(
+                input
+                    .par_chunks(p.per_chunk * in_s)
+                    .zip(grad_output.par_chunks(p.per_chunk * out_s)),
+            )
+            .for_each(|((gw, col), (xs, gys))| params_chunk(g, xs, gys, gw, col, p.inner, true));
+        for part in partials.chunks_exact(wl) {
+            grad_weight.iter_mut().zip(part).for_each(|(d, s)| *d += *s);
+        }
+    }
+    if let Some(gb) = grad_bias {
+        let ohw = g.out_h() * g.out_w();
+        gb.par_iter_mut().enumerate().for_each(|(o, b)| {
+            let total: f32 = grad_output
+                .chunks_exact(out_s)
+                .map(|gy| gy[o * ohw..(o + 1) * ohw].iter().sum::<f32>())
+                .sum();
+            *b += total;
+        });
+    }
+    Ok(())
+}

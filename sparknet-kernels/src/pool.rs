@@ -1,0 +1,319 @@
+//! Caffe pooling (MAX and AVE, global, padding, ceil-mode output with Caffe's clip rule),
+//! parallel over the `N x C` planes.
+
+use crate::error::{KernelError, Result, check_len, geometry};
+use rayon::prelude::*;
+
+/// Pooling method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolMethod {
+    /// Maximum over the window (padding never wins).
+    Max,
+    /// Average over the window, divided by the padded window size (Caffe's rule).
+    Ave,
+}
+
+/// One 2-D pooling, Caffe semantics (NCHW planes, ceil-mode output size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolGeometry {
+    /// Channels per sample.
+    pub channels: usize,
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+    /// Window height.
+    pub kernel_h: usize,
+    /// Window width.
+    pub kernel_w: usize,
+    /// Vertical stride.
+    pub stride_h: usize,
+    /// Horizontal stride.
+    pub stride_w: usize,
+    /// Implicit padding above and below.
+    pub pad_h: usize,
+    /// Implicit padding left and right.
+    pub pad_w: usize,
+}
+
+/// Caffe's pooled size along one axis; `clip` is true when either axis has padding.
+fn pool_out(input: usize, pad: usize, kernel: usize, stride: usize, clip: bool) -> usize {
+    let padded = input.saturating_add(pad.saturating_mul(2));
+    let Some(room) = padded.checked_sub(kernel) else { return 0 };
+    if stride == 0 {
+        return 0;
+    }
+    let mut out = room.div_ceil(stride) + 1;
+    if clip && (out - 1).saturating_mul(stride) >= input.saturating_add(pad) {
+        out -= 1;
+    }
+    out
+}
+
+/// A window along one axis: `(start, end, divisor_extent)` where `[start, end)` is the window
+/// clipped to the real input and `divisor_extent` is its extent clipped to the padded input.
+#[inline]
+fn window(
+    o: usize,
+    stride: usize,
+    pad: usize,
+    kernel: usize,
+    input: usize,
+) -> (usize, usize, usize) {
+    let start = (o * stride) as isize - pad as isize;
+    let end_padded = (start + kernel as isize).min((input + pad) as isize);
+    let extent = (end_padded - start) as usize;
+    let end = end_padded.min(input as isize).max(0) as usize;
+    (start.max(0) as usize, end, extent)
+}
+
+impl PoolGeometry {
+    /// A global pooling over the whole plane: kernel = input, stride 1, pad 0.
+    pub fn global(channels: usize, in_h: usize, in_w: usize) -> Self {
+        Self {
+            channels,
+            in_h,
+            in_w,
+            kernel_h: in_h,
+            kernel_w: in_w,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+        }
+    }
+
+    fn clips(&self) -> bool {
+        self.pad_h > 0 || self.pad_w > 0
+    }
+
+    /// Output height, Caffe's rule: `ceil((in_h + 2*pad_h - kernel_h) / stride_h) + 1`, then, when
+    /// the layer has any padding (`pad_h` or `pad_w`, as Caffe tests both), drop the last window if
+    /// it would start at or beyond `in_h + pad_h`. Returns 0 for an invalid geometry.
+    pub fn out_h(&self) -> usize {
+        pool_out(self.in_h, self.pad_h, self.kernel_h, self.stride_h, self.clips())
+    }
+
+    /// Output width, same rule as [`PoolGeometry::out_h`].
+    pub fn out_w(&self) -> usize {
+        pool_out(self.in_w, self.pad_w, self.kernel_w, self.stride_w, self.clips())
+    }
+
+    /// Elements of one input sample (`channels * in_h * in_w`).
+    pub fn input_len(&self) -> usize {
+        self.channels * self.in_h * self.in_w
+    }
+
+    /// Elements of one output sample (`channels * out_h * out_w`).
+    pub fn output_len(&self) -> usize {
+        self.channels * self.out_h() * self.out_w()
+    }
+
+    /// Checks positive sizes, `pad < kernel` (Caffe's check), a kernel that fits the padded input,
+    /// that every window overlaps the real input, and that sizes do not overflow.
+    pub fn validate(&self) -> Result<()> {
+        const K: &str = "PoolGeometry";
+        let fields = [
+            ("channels", self.channels),
+            ("in_h", self.in_h),
+            ("in_w", self.in_w),
+            ("kernel_h", self.kernel_h),
+            ("kernel_w", self.kernel_w),
+            ("stride_h", self.stride_h),
+            ("stride_w", self.stride_w),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
+            return Err(geometry(K, format!("{name} is 0 in {self:?}")));
+        }
+        let big = usize::MAX / 8;
+        if [self.channels, self.in_h, self.in_w, self.pad_h, self.pad_w].iter().any(|&v| v > big)
+            || self.channels.checked_mul(self.in_h).and_then(|v| v.checked_mul(self.in_w)).is_none()
+        {
+            return Err(geometry(K, format!("sizes overflow usize in {self:?}")));
+        }
+        let axes = [
+            ("height", self.in_h, self.pad_h, self.kernel_h, self.stride_h, self.out_h()),
+            ("width", self.in_w, self.pad_w, self.kernel_w, self.stride_w, self.out_w()),
+        ];
+        for (axis, input, pad, kernel, stride, out) in axes {
+            if pad >= kernel {
+                return Err(geometry(
+                    K,
+                    format!("pad {axis} {pad} must be smaller than kernel {kernel}"),
+                ));
+            }
+            if kernel > input + 2 * pad {
+                return Err(geometry(
+                    K,
+                    format!(
+                        "kernel {axis} {kernel} is larger than the padded input {input} + 2*{pad}"
+                    ),
+                ));
+            }
+            if (out - 1) * stride >= input + pad {
+                return Err(geometry(
+                    K,
+                    format!(
+                        "the last {axis} window (start {}) lies entirely in the padding or beyond \
+                         the input {input} (stride {stride} > kernel {kernel}?)",
+                        (out - 1) * stride
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check(
+        &self,
+        kernel: &'static str,
+        batch: usize,
+        io: [(&'static str, usize, bool); 2],
+    ) -> Result<()> {
+        self.validate()?;
+        for (what, len, is_input) in io {
+            let per = if is_input { self.input_len() } else { self.output_len() };
+            let expected = per.checked_mul(batch).ok_or_else(|| {
+                geometry(kernel, format!("batch {batch} x {what} {per} overflows"))
+            })?;
+            check_len(kernel, what, expected, len)?;
+        }
+        Ok(())
+    }
+}
+
+/// Max over each window of one plane, with the flat argmax (first maximum wins, as in Caffe).
+fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
+    let (oh, ow, w) = (g.out_h(), g.out_w(), g.in_w);
+    for py in 0..oh {
+        let (hs, he, _) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+        for px in 0..ow {
+            let (ws, we, _) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+            let (mut best, mut at) = (f32::NEG_INFINITY, hs * w + ws);
+            let mut first = true;
+            for iy in hs..he {
+                for (dx, &v) in x[iy * w + ws..iy * w + we].iter().enumerate() {
+                    if first || v > best {
+                        (best, at, first) = (v, iy * w + ws + dx, false);
+                    }
+                }
+            }
+            y[py * ow + px] = best;
+            if let Some(a) = arg.as_deref_mut() {
+                a[py * ow + px] = at as u32;
+            }
+        }
+    }
+}
+
+/// Sum over the real-input part of each window divided by the padded-window size.
+fn ave_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
+    let (oh, ow, w) = (g.out_h(), g.out_w(), g.in_w);
+    for py in 0..oh {
+        let (hs, he, eh) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+        for px in 0..ow {
+            let (ws, we, ew) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+            let sum: f32 = (hs..he).map(|iy| x[iy * w + ws..iy * w + we].iter().sum::<f32>()).sum();
+            y[py * ow + px] = sum / (eh * ew) as f32;
+        }
+    }
+}
+
+/// Forward pooling over `batch x channels` planes. **Overwrites** `output` (and `argmax`).
+///
+/// MAX writes each window's maximum and, when `argmax` is given (same length as `output`), the
+/// flat index `h * in_w + w` of the maximum within its plane (the first maximum wins, as in
+/// Caffe). AVE divides the sum over the real-input part of the window by the size of the window
+/// clipped to the padded input `[-pad, in + pad)` (Caffe's divisor); `argmax` must be `None`.
+pub fn pool2d_forward(
+    g: &PoolGeometry,
+    batch: usize,
+    method: PoolMethod,
+    input: &[f32],
+    output: &mut [f32],
+    argmax: Option<&mut [u32]>,
+) -> Result<()> {
+    const K: &str = "pool2d_forward";
+    g.check(K, batch, [("input", input.len(), true), ("output", output.len(), false)])?;
+    if let Some(a) = &argmax {
+        check_len(K, "argmax", output.len(), a.len())?;
+        if g.in_h * g.in_w > u32::MAX as usize {
+            return Err(geometry(
+                K,
+                format!("plane {}x{} too large for u32 argmax", g.in_h, g.in_w),
+            ));
+        }
+        if method == PoolMethod::Ave {
+            return Err(KernelError::MissingArgument {
+                kernel: K,
+                reason: "argmax is only produced by MAX pooling; pass None for AVE",
+            });
+        }
+    }
+    let (ip, op) = (g.in_h * g.in_w, g.out_h() * g.out_w());
+    if batch == 0 || op == 0 {
+        return Ok(());
+    }
+    let planes = output.par_chunks_mut(op).zip(input.par_chunks(ip));
+    match (method, argmax) {
+        (PoolMethod::Max, Some(a)) => {
+            planes.zip(a.par_chunks_mut(op)).for_each(|((y, x), a)| max_plane(g, x, y, Some(a)))
+        }
+        (PoolMethod::Max, None) => planes.for_each(|(y, x)| max_plane(g, x, y, None)),
+        (PoolMethod::Ave, _) => planes.for_each(|(y, x)| ave_plane(g, x, y)),
+    }
+    Ok(())
+}
+
+/// Backward pooling. **Overwrites** `grad_input`.
+///
+/// MAX routes each output gradient to the input position recorded in `argmax` (required: the
+/// forward pass's argmax; gradients of windows sharing a maximum add up). AVE spreads each output
+/// gradient divided by the padded-window size over the real-input part of its window.
+pub fn pool2d_backward(
+    g: &PoolGeometry,
+    batch: usize,
+    method: PoolMethod,
+    grad_output: &[f32],
+    argmax: Option<&[u32]>,
+    grad_input: &mut [f32],
+) -> Result<()> {
+    const K: &str = "pool2d_backward";
+    let io = [("grad_input", grad_input.len(), true), ("grad_output", grad_output.len(), false)];
+    g.check(K, batch, io)?;
+    let (ip, op) = (g.in_h * g.in_w, g.out_h() * g.out_w());
+    let planes = grad_input.par_chunks_mut(ip).zip(grad_output.par_chunks(op.max(1)));
+    match method {
+        PoolMethod::Max => {
+            let a = argmax.ok_or(KernelError::MissingArgument {
+                kernel: K,
+                reason: "MAX pooling backward needs the argmax written by pool2d_forward",
+            })?;
+            check_len(K, "argmax", grad_output.len(), a.len())?;
+            if let Some(bad) = a.iter().find(|&&i| i as usize >= ip) {
+                return Err(geometry(K, format!("argmax {bad} is outside the {ip}-element plane")));
+            }
+            planes.zip(a.par_chunks(op.max(1))).for_each(|((gx, gy), a)| {
+                gx.fill(0.0);
+                for (&i, &d) in a.iter().zip(gy) {
+                    gx[i as usize] += d;
+                }
+            });
+        }
+        PoolMethod::Ave => planes.for_each(|(gx, gy)| {
+            gx.fill(0.0);
+            let (oh, ow, w) = (g.out_h(), g.out_w(), g.in_w);
+            for py in 0..oh {
+                let (hs, he, eh) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+                for px in 0..ow {
+                    let (ws, we, ew) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+                    let d = gy[py * ow + px] / (eh * ew) as f32;
+                    for iy in hs..he {
+                        gx[iy * w + ws..iy * w + we].iter_mut().for_each(|v| *v += d);
+                    }
+                }
+            }
+        }),
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Convolution kernels against a direct-loop reference and finite differences.
+
+mod common;
+
+use common::*;
+use sparknet_kernels::{
+    ConvGeometry, KernelError, Workspace, conv2d_backward_data, conv2d_backward_params,
+    conv2d_forward,
+};
+
+#[allow(clippy::too_many_arguments)]
+fn geom(
+    (in_channels, in_h, in_w): (usize, usize, usize),
+    out_channels: usize,
+    (kernel_h, kernel_w): (usize, usize),
+    (stride_h, stride_w): (usize, usize),
+    (pad_h, pad_w): (usize, usize),
+    (dilation_h, dilation_w): (usize, usize),
+    groups: usize,
+) -> ConvGeometry {
+    ConvGeometry {
+        in_channels,
+        in_h,
+        in_w,
+        out_channels,
+        kernel_h,
+        kernel_w,
+        stride_h,
+        stride_w,
+        pad_h,
+        pad_w,
+        dilation_h,
+        dilation_w,
+        groups,
+    }
+}
+
+/// `(geometry, batch)` cases: LeNet conv2-like, groups + dilation + asymmetric everything,
+/// depthwise, pointwise, strided 1x1, kernel filling the padded input, stride > kernel, batch 1.
+fn cases() -> Vec<(ConvGeometry, usize)> {
+    vec![
+        (geom((6, 12, 12), 8, (5, 5), (1, 1), (0, 0), (1, 1), 1), 3),
+        (geom((4, 9, 11), 6, (3, 2), (2, 1), (1, 2), (2, 1), 2), 3),
+        (geom((3, 7, 6), 4, (2, 3), (1, 3), (2, 0), (1, 2), 1), 2),
+        (geom((4, 8, 8), 4, (3, 3), (1, 1), (1, 1), (1, 1), 4), 5),
+        (geom((6, 5, 7), 4, (1, 1), (1, 1), (0, 0), (1, 1), 2), 2),
+        (geom((5, 7, 7), 3, (1, 1), (2, 2), (0, 0), (1, 1), 1), 2),
+        (geom((2, 4, 3), 3, (6, 5), (1, 1), (1, 1), (1, 1), 1), 2),
+        (geom((3, 10, 9), 2, (2, 2), (3, 4), (1, 0), (1, 1), 1), 3),
+        (geom((8, 9, 9), 6, (3, 3), (2, 2), (1, 1), (1, 1), 2), 1),
+    ]
+}
+
+/// Runs `f` under rayon pools of 1 and 3 threads (both batch plans: sequential samples with a
+/// threaded GEMM, and per-sample chunks with partial weight gradients).
+fn with_pools(mut f: impl FnMut(usize) + Send) {
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| f(threads));
+    }
+}
+
+#[test]
+fn forward_matches_direct_convolution() {
+    with_pools(|threads| {
+        for (ci, (g, batch)) in cases().into_iter().enumerate() {
+            g.validate().unwrap();
+            let mut r = rng(ci as u64);
+            let x = uniform(&mut r, batch * g.input_len());
+            let w = uniform(&mut r, g.weight_len());
+            let b = uniform(&mut r, g.out_channels);
+            let mut y = vec![f32::NAN; batch * g.output_len()];
+            let mut ws = Workspace::default();
+            conv2d_forward(&g, batch, &x, &w, Some(&b), &mut y, &mut ws).unwrap();
+            let what = format!("case {ci} ({threads} threads) forward");
+            assert_close(&what, &y, &conv_ref(&g, batch, &x, &w, Some(&b)), 1e-5);
+            // No bias; and a warm workspace does not grow again.
+            let held = ws.len();
+            conv2d_forward(&g, batch, &x, &w, None, &mut y, &mut ws).unwrap();
+            assert_close(&what, &y, &conv_ref(&g, batch, &x, &w, None), 1e-5);
+            assert_eq!(ws.len(), held, "{what}: workspace grew on a warm call");
+        }
+    });
+}
+
+#[test]
+fn backward_matches_direct_adjoint_and_accumulates() {
+    with_pools(|threads| {
+        for (ci, (g, batch)) in cases().into_iter().enumerate() {
+            let mut r = rng(100 + ci as u64);
+            let x = uniform(&mut r, batch * g.input_len());
+            let w = uniform(&mut r, g.weight_len());
+            let gy = uniform(&mut r, batch * g.output_len());
+            let (gx_ref, gw_ref, gb_ref) = conv_adjoint_ref(&g, batch, &x, &w, &gy);
+            let mut ws = Workspace::default();
+            let what = format!("case {ci} ({threads} threads)");
+
+            let mut gx = vec![f32::NAN; x.len()];
+            conv2d_backward_data(&g, batch, &gy, &w, &mut gx, &mut ws).unwrap();
+            assert_close(&format!("{what} grad_input"), &gx, &gx_ref, 1e-5);
+
+            // Accumulation: start from 0.5 everywhere, add the gradient twice.
+            let mut gw = vec![0.5f32; w.len()];
+            let mut gb = vec![0.5f32; g.out_channels];
+            for _ in 0..2 {
+                conv2d_backward_params(&g, batch, &x, &gy, &mut gw, Some(&mut gb), &mut ws)
+                    .unwrap();
+            }
+            let twice = |v: &[f64]| v.iter().map(|a| 0.5 + 2.0 * a).collect::<Vec<_>>();
+            assert_close(&format!("{what} grad_weight"), &gw, &twice(&gw_ref), 1e-5);
+            assert_close(&format!("{what} grad_bias"), &gb, &twice(&gb_ref), 1e-5);
+        }
+    });
+}
+
+/// GradientChecker: step 1e-2, tolerance 2e-3 relative to max(1, |gradient|); the loss is
+/// `sum(output * top)` over f32 outputs, accumulated in f64.
+#[test]
+fn backward_matches_finite_differences() {
+    const CHECK: GradientChecker = GradientChecker { step: 1e-2, tol: 2e-3 };
+    for (ci, (g, batch)) in cases().into_iter().enumerate() {
+        let mut r = rng(200 + ci as u64);
+        let x = uniform(&mut r, batch * g.input_len());
+        let w = uniform(&mut r, g.weight_len());
+        let b = uniform(&mut r, g.out_channels);
+        let top = uniform(&mut r, batch * g.output_len());
+        let mut ws = Workspace::default();
+        let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
+            let mut y = vec![0.0; top.len()];
+            conv2d_forward(&g, batch, x, w, Some(b), &mut y, &mut Workspace::default()).unwrap();
+            y
+        };
+        let mut gx = vec![0.0; x.len()];
+        conv2d_backward_data(&g, batch, &top, &w, &mut gx, &mut ws).unwrap();
+        let (mut gw, mut gb) = (vec![0.0; w.len()], vec![0.0; b.len()]);
+        conv2d_backward_params(&g, batch, &x, &top, &mut gw, Some(&mut gb), &mut ws).unwrap();
+        let what = format!("case {ci}");
+        let probes = probe_indices(x.len(), 40, ci as u64);
+        CHECK.check(&format!("{what} d/dx"), (&x, &gx), &top, &probes, |xp| fwd(xp, &w, &b));
+        let probes = probe_indices(w.len(), 40, ci as u64);
+        CHECK.check(&format!("{what} d/dw"), (&w, &gw), &top, &probes, |wp| fwd(&x, wp, &b));
+        let probes = probe_indices(b.len(), 40, ci as u64);
+        CHECK.check(&format!("{what} d/db"), (&b, &gb), &top, &probes, |bp| fwd(&x, &w, bp));
+    }
+}
+
+#[test]
+fn geometry_arithmetic_matches_caffe() {
+    // LeNet conv1: 28 -> 24; CIFAR-10 quick conv1: 32 pad 2 k5 -> 32; AlexNet conv1: 227 k11 s4 -> 55.
+    assert_eq!(geom((1, 28, 28), 20, (5, 5), (1, 1), (0, 0), (1, 1), 1).out_h(), 24);
+    assert_eq!(geom((3, 32, 32), 32, (5, 5), (1, 1), (2, 2), (1, 1), 1).out_w(), 32);
+    let alex = geom((3, 227, 227), 96, (11, 11), (4, 4), (0, 0), (1, 1), 1);
+    assert_eq!((alex.out_h(), alex.out_w(), alex.weight_len()), (55, 55, 96 * 3 * 121));
+    // Dilation 2 of a 3x3 kernel spans 5: 10 + 2 - 5 + 1 = 8.
+    assert_eq!(geom((1, 10, 10), 1, (3, 3), (1, 1), (1, 1), (2, 2), 1).out_h(), 8);
+    let grouped = geom((96, 27, 27), 256, (5, 5), (1, 1), (2, 2), (1, 1), 2);
+    assert_eq!(grouped.weight_len(), 256 * 48 * 25);
+}
+
+#[test]
+fn bad_geometry_and_lengths_are_errors() {
+    let good = geom((4, 8, 8), 6, (3, 3), (1, 1), (1, 1), (1, 1), 2);
+    let bad_groups = ConvGeometry { groups: 3, ..good };
+    assert!(matches!(bad_groups.validate(), Err(KernelError::Geometry { .. })));
+    let zero_stride = ConvGeometry { stride_w: 0, ..good };
+    assert!(zero_stride.validate().unwrap_err().to_string().contains("stride_w is 0"));
+    let too_big = ConvGeometry { kernel_h: 11, ..good };
+    assert!(too_big.validate().unwrap_err().to_string().contains("larger than the padded input"));
+    let dilated = ConvGeometry { dilation_h: 5, ..good };
+    assert!(dilated.validate().is_err());
+
+    let mut ws = Workspace::default();
+    let x = vec![0.0; 2 * good.input_len()];
+    let w = vec![0.0; good.weight_len()];
+    let mut y = vec![0.0; 2 * good.output_len()];
+    let err = conv2d_forward(&good, 2, &x[1..], &w, None, &mut y, &mut ws).unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::Length {
+            kernel: "conv2d_forward",
+            what: "input",
+            expected: x.len(),
+            actual: x.len() - 1
+        }
+    );
+    assert!(err.to_string().contains("conv2d_forward"));
+    let err = conv2d_forward(&good, 2, &x, &w, Some(&[0.0; 5]), &mut y, &mut ws).unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
+    let err = conv2d_forward(&too_big, 2, &x, &w, None, &mut y, &mut ws).unwrap_err();
+    assert!(matches!(err, KernelError::Geometry { .. }));
+    let mut gx = vec![0.0; x.len()];
+    let err = conv2d_backward_data(&good, 2, &y, &w[1..], &mut gx, &mut ws).unwrap_err();
+    assert!(err.to_string().contains("weight"), "{err}");
+    let mut gw = vec![0.0; w.len()];
+    let err = conv2d_backward_params(&good, 3, &x, &y, &mut gw, None, &mut ws).unwrap_err();
+    assert!(err.to_string().contains("conv2d_backward_params"), "{err}");
+    let mut gb = vec![0.0; 2];
+    let err =
+        conv2d_backward_params(&good, 2, &x, &y, &mut gw, Some(&mut gb), &mut ws).unwrap_err();
+    assert!(err.to_string().contains("grad_bias"), "{err}");
+    // An empty batch is valid and touches nothing.
+    conv2d_forward(&good, 0, &[], &w, None, &mut [], &mut ws).unwrap();
+}

@@ -1,0 +1,115 @@
+//! The crate's error type.
+
+/// Everything that can go wrong in a collective operation or in weight averaging.
+///
+/// Every variant names the operation (`op`, e.g. `"all_reduce_sum"`) and, where it applies, the
+/// rank that saw the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A group needs at least one worker.
+    #[error("a worker group needs at least one worker, got 0")]
+    EmptyGroup,
+    /// The ranks passed buffers of different lengths to the same collective.
+    #[error(
+        "{op}: rank {rank} passed {len} elements but rank {other_rank} passed {other_len}; every rank must pass the same length"
+    )]
+    LengthMismatch {
+        /// The collective.
+        op: &'static str,
+        /// The rank reporting the error.
+        rank: usize,
+        /// Its length.
+        len: usize,
+        /// The first rank whose length differs.
+        other_rank: usize,
+        /// That rank's length.
+        other_len: usize,
+    },
+    /// The ranks called different collectives (or the same one with different roots) at the same
+    /// point of their sequence; detected by the in-process group only.
+    #[error(
+        "rank {rank} called {op} (root {root}) while rank {other_rank} called {other_op} (root {other_root}); every rank must call the same collectives in the same order"
+    )]
+    Mismatch {
+        /// The collective this rank called.
+        op: &'static str,
+        /// The rank reporting the error.
+        rank: usize,
+        /// Its root (0 for collectives without one).
+        root: usize,
+        /// The first rank that disagrees.
+        other_rank: usize,
+        /// The collective that rank called.
+        other_op: &'static str,
+        /// Its root.
+        other_root: usize,
+    },
+    /// A root rank outside `0..size`.
+    #[error("{op}: root rank {root} is out of range for a group of {size}")]
+    RootOutOfRange {
+        /// The collective.
+        op: &'static str,
+        /// The root that was asked for.
+        root: usize,
+        /// The group size.
+        size: usize,
+    },
+    /// A peer aborted the group or left it (dropped its handle, panicked) before this collective
+    /// completed; the operation did not complete and the group is unusable from now on.
+    #[error("{op} on rank {rank}: the group was aborted by rank {by}: {reason}")]
+    Aborted {
+        /// The collective that was interrupted.
+        op: &'static str,
+        /// The rank reporting the error.
+        rank: usize,
+        /// The rank that aborted.
+        by: usize,
+        /// Its message.
+        reason: String,
+    },
+    /// An in-process worker thread panicked.
+    #[error("worker {rank} panicked: {message}")]
+    WorkerPanicked {
+        /// The worker's rank.
+        rank: usize,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// An in-process worker thread could not be started.
+    #[error("could not start worker thread {rank}: {source}")]
+    Spawn {
+        /// The worker's rank.
+        rank: usize,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An MPI call returned an error code (only possible when the error handler returns errors).
+    #[error("{op}: MPI call failed with error code {code} on rank {rank}")]
+    Mpi {
+        /// The collective.
+        op: &'static str,
+        /// The rank reporting the error.
+        rank: usize,
+        /// The MPI error code.
+        code: i32,
+    },
+    /// MPI could not be initialised (for example it already was, in this process).
+    #[error("MPI initialisation failed: {0}")]
+    MpiInit(String),
+    /// The averager's packing buffer is smaller than what a round must pack.
+    #[error(
+        "averager: this round packs {needed} values ({what}) but the buffer was allocated for {capacity}; create the Averager with a capacity of at least {needed}"
+    )]
+    BufferTooSmall {
+        /// What was being packed.
+        what: &'static str,
+        /// The number of values the round needs.
+        needed: usize,
+        /// The buffer's capacity.
+        capacity: usize,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

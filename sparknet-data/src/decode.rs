@@ -131,15 +131,15 @@ impl Decoder {
                 Ok(Pixels { c, h, w, src })
             }
         }
-        .and_then(|p| check_len(p, sc))
+        .and_then(check_len)
     }
 }
 
-fn check_len(p: Pixels<'_>, sc: usize) -> Result<Pixels<'_>, String> {
-    let (len, need) = match p.src {
-        Src::ChwU8 { data, .. } => (data.len(), sc * p.h * p.w),
-        Src::ChwF32 { data, .. } => (data.len(), sc * p.h * p.w * 4),
-        Src::HwcRgb { data, sc } => (data.len(), sc * p.h * p.w),
+fn check_len(p: Pixels<'_>) -> Result<Pixels<'_>, String> {
+    let (len, need, sc) = match p.src {
+        Src::ChwU8 { data, sc } => (data.len(), sc * p.h * p.w, sc),
+        Src::ChwF32 { data, sc } => (data.len(), sc * p.h * p.w * 4, sc),
+        Src::HwcRgb { data, sc } => (data.len(), sc * p.h * p.w, sc),
     };
     if len < need {
         return Err(format!("payload has {len} bytes, shape needs {need}"));

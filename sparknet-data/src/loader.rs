@@ -279,6 +279,7 @@ fn item_shape(dataset: &Dataset, t: &Transformer, first: usize) -> Result<[usize
     };
     let mut d = Decoder::new();
     let px = d.pixels(&rec, t.color_mode()).map_err(bad)?;
+    t.augment(px.h, px.w, &mut SplitMix64::new(0)).map_err(bad)?;
     if t.params().crop_size == 0 && dataset.manifest().shape.is_none() {
         return Err(Error::InvalidArgument(
             "records differ in shape; set crop_size to batch them".to_string(),

@@ -1,0 +1,203 @@
+//! Caffe DataTransformer semantics against hand-computed expectations.
+
+use sparknet_data::format::Encoding;
+use sparknet_data::{
+    Augment, ColorMode, Decoder, Error, Mean, MeanImage, Phase, Record, SplitMix64,
+    TransformParams, Transformer,
+};
+
+/// A 1-channel 4x5 raw record with value 10*y + x.
+fn ramp() -> Vec<u8> {
+    (0..4).flat_map(|y| (0..5).map(move |x| (10 * y + x) as u8)).collect()
+}
+
+fn rec(payload: &[u8], shape: [u32; 3]) -> Record<'_> {
+    Record { label: 0, shape, encoding: Encoding::RawU8, payload }
+}
+
+fn run(t: &Transformer, r: &Record<'_>, aug: Augment) -> Vec<f32> {
+    let mut d = Decoder::new();
+    let px = d.pixels(r, t.color_mode()).unwrap();
+    let [c, h, w] = t.output_shape(px.c, px.h, px.w);
+    let mut out = vec![f32::NAN; c * h * w];
+    t.apply(&px, aug, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn test_phase_centre_crop_with_mean_value_and_scale() {
+    let p = TransformParams {
+        crop_size: 3,
+        scale: 0.5,
+        mean: Mean::Values(vec![1.0]),
+        ..Default::default()
+    };
+    let t = Transformer::new(p, Phase::Test).unwrap();
+    let data = ramp();
+    let r = rec(&data, [1, 4, 5]);
+    let mut rng = SplitMix64::new(7);
+    // TEST: h_off = (4 - 3) / 2 = 0, w_off = (5 - 3) / 2 = 1, never mirrored.
+    let aug = t.augment(4, 5, &mut rng).unwrap();
+    assert_eq!(aug, Augment { h_off: 0, w_off: 1, mirror: false });
+    let got = run(&t, &r, aug);
+    // (v - 1) * 0.5 for v in rows [1 2 3], [11 12 13], [21 22 23].
+    assert_eq!(got, vec![0.0, 0.5, 1.0, 5.0, 5.5, 6.0, 10.0, 10.5, 11.0]);
+}
+
+#[test]
+fn mirror_reverses_columns_of_the_crop() {
+    let t = Transformer::new(
+        TransformParams { crop_size: 3, mirror: true, ..Default::default() },
+        Phase::Train,
+    )
+    .unwrap();
+    let data = ramp();
+    let got = run(&t, &rec(&data, [1, 4, 5]), Augment { h_off: 1, w_off: 2, mirror: true });
+    // Rows 1..4, columns 2..5, reversed: [14 13 12], [24 23 22], [34 33 32].
+    assert_eq!(got, vec![14.0, 13.0, 12.0, 24.0, 23.0, 22.0, 34.0, 33.0, 32.0]);
+}
+
+#[test]
+fn mean_file_is_indexed_at_the_crop_offset() {
+    // Two channels: in[c][y][x] = 50 + 20c + 5y + x; mean[c][y][x] = 5y + x + c.
+    // Indexed at the crop offset, (in - mean) = 50 + 19c everywhere, for any offset and mirror;
+    // indexed at crop-local positions it would vary with the offset.
+    let data: Vec<u8> = (0..2)
+        .flat_map(|c| {
+            (0..4).flat_map(move |y| (0..5).map(move |x| (50 + 20 * c + 5 * y + x) as u8))
+        })
+        .collect();
+    let mean: Vec<f32> = (0..2)
+        .flat_map(|c| (0..4).flat_map(move |y| (0..5).map(move |x| (5 * y + x + c) as f32)))
+        .collect();
+    let p = TransformParams {
+        crop_size: 2,
+        scale: 2.0,
+        mirror: true,
+        mean: Mean::File(MeanImage { c: 2, h: 4, w: 5, data: mean }),
+        ..Default::default()
+    };
+    let t = Transformer::new(p, Phase::Train).unwrap();
+    for (h_off, w_off, mirror) in [(0, 0, false), (2, 3, true), (1, 2, false)] {
+        let got = run(&t, &rec(&data, [2, 4, 5]), Augment { h_off, w_off, mirror });
+        assert_eq!(
+            got,
+            vec![100.0, 100.0, 100.0, 100.0, 138.0, 138.0, 138.0, 138.0],
+            "offset ({h_off}, {w_off})"
+        );
+    }
+}
+
+#[test]
+fn per_channel_mean_values_and_no_crop() {
+    let data: Vec<u8> = vec![10, 20, 30, 40, 50, 60]; // 3 channels of 1x2
+    let p = TransformParams {
+        mean: Mean::Values(vec![1.0, 2.0, 3.0]),
+        scale: 0.1,
+        ..Default::default()
+    };
+    let t = Transformer::new(p, Phase::Train).unwrap();
+    let got = run(&t, &rec(&data, [3, 1, 2]), Augment { h_off: 0, w_off: 0, mirror: false });
+    let want = [0.9f32, 1.9, 2.8, 3.8, 4.7, 5.7];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{got:?}");
+    }
+}
+
+#[test]
+fn train_draws_follow_caffes_order_and_cover_every_offset() {
+    let t = Transformer::new(
+        TransformParams { crop_size: 3, mirror: true, ..Default::default() },
+        Phase::Train,
+    )
+    .unwrap();
+    let mut seen = [[false; 3]; 2];
+    let mut mirrors = 0;
+    for seed in 0..200u64 {
+        let aug = t.augment(4, 5, &mut SplitMix64::new(seed)).unwrap();
+        // Caffe: mirror coin first, then h_off in 0..=H-k, then w_off in 0..=W-k.
+        let mut r = SplitMix64::new(seed);
+        let expect = Augment {
+            mirror: r.below(2) == 1,
+            h_off: r.below(2) as usize,
+            w_off: r.below(3) as usize,
+        };
+        assert_eq!(aug, expect);
+        seen[aug.h_off][aug.w_off] = true;
+        mirrors += aug.mirror as usize;
+    }
+    assert!(seen.iter().flatten().all(|&s| s), "all 2x3 offsets drawn");
+    assert!((60..140).contains(&mirrors), "about half mirrored: {mirrors}");
+    // TEST never mirrors and always centres, whatever the generator.
+    let test = Transformer::new(
+        TransformParams { crop_size: 3, mirror: true, ..Default::default() },
+        Phase::Test,
+    )
+    .unwrap();
+    for seed in 0..20 {
+        assert_eq!(
+            test.augment(4, 5, &mut SplitMix64::new(seed)).unwrap(),
+            Augment { h_off: 0, w_off: 1, mirror: false }
+        );
+    }
+}
+
+#[test]
+fn force_color_and_force_gray() {
+    let gray = ramp();
+    let t =
+        Transformer::new(TransformParams { force_color: true, ..Default::default() }, Phase::Test)
+            .unwrap();
+    let got = run(&t, &rec(&gray, [1, 4, 5]), Augment { h_off: 0, w_off: 0, mirror: false });
+    assert_eq!(got.len(), 60);
+    assert_eq!(&got[..20], &got[20..40]);
+    assert_eq!(&got[..20], &got[40..]);
+
+    // BGR planes: B = 10, G = 200, R = 90 -> luma = (4899*90 + 9617*200 + 1868*10 + 8192) >> 14 = 145.
+    let bgr = [10u8, 200, 90];
+    let t =
+        Transformer::new(TransformParams { force_gray: true, ..Default::default() }, Phase::Test)
+            .unwrap();
+    let got = run(&t, &rec(&bgr, [3, 1, 1]), Augment { h_off: 0, w_off: 0, mirror: false });
+    assert_eq!(got, vec![145.0]);
+    assert_eq!(t.color_mode(), ColorMode::Gray);
+
+    let both = TransformParams { force_color: true, force_gray: true, ..Default::default() };
+    assert!(matches!(Transformer::new(both, Phase::Train), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn shape_problems_are_errors_not_panics() {
+    let data = ramp();
+    let t = Transformer::new(TransformParams { crop_size: 6, ..Default::default() }, Phase::Test)
+        .unwrap();
+    assert!(t.augment(4, 5, &mut SplitMix64::new(0)).unwrap_err().contains("larger"));
+    let wrong_mean = Mean::File(MeanImage { c: 1, h: 2, w: 2, data: vec![0.0; 4] });
+    let t =
+        Transformer::new(TransformParams { mean: wrong_mean, ..Default::default() }, Phase::Test)
+            .unwrap();
+    let mut d = Decoder::new();
+    let r = rec(&data, [1, 4, 5]);
+    let px = d.pixels(&r, ColorMode::Native).unwrap();
+    let mut out = vec![0.0; 20];
+    let aug = Augment { h_off: 0, w_off: 0, mirror: false };
+    assert!(t.apply(&px, aug, &mut out).unwrap_err().contains("mean image is 1x2x2"));
+    let t = Transformer::new(
+        TransformParams { mean: Mean::Values(vec![1.0, 2.0]), ..Default::default() },
+        Phase::Test,
+    )
+    .unwrap();
+    assert!(t.apply(&px, aug, &mut out).unwrap_err().contains("2 mean values"));
+    let t = Transformer::new(TransformParams::default(), Phase::Test).unwrap();
+    assert!(t.apply(&px, aug, &mut out[..3]).unwrap_err().contains("output holds 3"));
+}
+
+#[test]
+fn undecodable_encoded_payload_is_an_error() {
+    let junk = b"\xff\xd8\xff\xe0 this is not really a jpeg".to_vec();
+    let r = Record { label: 0, shape: [3, 0, 0], encoding: Encoding::Encoded, payload: &junk };
+    let t = Transformer::new(TransformParams::default(), Phase::Test).unwrap();
+    let mut out = vec![0.0; 4];
+    let e = t.transform(&r, &mut Decoder::new(), &mut SplitMix64::new(0), &mut out).unwrap_err();
+    assert!(e.contains("decode") || e.contains("header"), "{e}");
+}

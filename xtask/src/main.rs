@@ -1,7 +1,7 @@
 //! `cargo xtask`: project automation, the matklad way (plain Rust, no extra tools to install).
 //!
-//! - `cargo xtask test`: the README's test command and what CI runs (see [`test`]).
-//! - `cargo xtask mpi-test`: only the multi-rank MPI checks (see [`mpi`]).
+//! - `cargo xtask test`: the README's test command and what CI runs (see [`mod@test`]).
+//! - `cargo xtask mpi-test`: only the multi-rank MPI checks (see [`mod@mpi`]).
 
 mod mpi;
 mod test;

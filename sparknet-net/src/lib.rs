@@ -1,12 +1,68 @@
-//! Caffe models on candle.
+//! Caffe models on candle: SparkNet's "compatible with existing Caffe models".
 //!
-//! This crate will hold the Caffe importer: the project's own `caffe.proto` subset, loading of
-//! `.prototxt` nets and solvers, binary `.caffemodel` weights (V1 and V2 formats) and `.binaryproto`
-//! mean files, a parse -> IR -> build pipeline with one module per Caffe layer type, forward and
-//! backward passes on candle devices (CPU, CUDA behind the `cuda` feature), Caffe's solvers, and
-//! snapshots that Caffe can read back.
+//! ```
+//! use std::collections::HashMap;
+//! use candle::{Device, Tensor};
+//! use sparknet_net::{Net, NetConfig, load::parse_net_text};
 //!
-//! It does not read datasets: a trainer binds each Data layer's top to batches it feeds, which keeps
-//! this crate independent of `sparknet-data`.
+//! # fn main() -> sparknet_net::Result<()> {
+//! let text = r#"
+//!   name: "tiny"
+//!   input: "data" input_shape { dim: 1 dim: 1 dim: 4 dim: 4 }
+//!   layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"
+//!           pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+//!   layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
+//!           inner_product_param { num_output: 2 } }
+//!   layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }"#;
+//! let param = parse_net_text(text, "tiny.prototxt".as_ref())?;
+//! let mut net = Net::new(&param, NetConfig::default())?;
+//! // Caffe's ceil-mode pooling: 4x4 with a 3x3 window, stride 2 -> 2x2.
+//! assert_eq!(net.blob_shape("pool"), Some(&vec![1, 1, 2, 2]));
+//! let x = Tensor::arange(0f32, 16.0, &Device::Cpu)?.reshape((1, 1, 4, 4))?;
+//! net.forward(&HashMap::from([("data".to_string(), x)]))?;
+//! let prob = net.blob("prob").unwrap().to_vec2::<f32>()?;
+//! assert_eq!(prob, vec![vec![0.5, 0.5]]); // zero weights until a caffemodel is loaded
+//! # Ok(()) }
+//! ```
 //!
-//! Nothing is implemented yet; see the project's issue tracker.
+//! # Brief overview
+//! - [`proto`]: prost types of the project's own `proto/caffe.proto` (Caffe's field names,
+//!   numbers and defaults), compiled by protox in `build.rs` (no system `protoc`).
+//! - [`load`]: `.prototxt` (prost-reflect's text format, errors with `file:line:col`), binary
+//!   `.caffemodel` (V1 and V2), `.binaryproto`, solver and solverstate files; [`upgrade`] turns
+//!   V0/V1 nets and `input`/`input_dim` into the current form, as Caffe does on load.
+//! - [`graph::NetGraph`]: the IR: phase/level/stage filtering, in-place layers, Caffe's implicit
+//!   `Split` on fan-out.
+//! - [`layers`]: the [`layers::Layer`] trait and the [`layers::LayerRegistry`], one module per
+//!   Caffe type.
+//! - [`Net`]: shape inference, reshape to the fed shapes, forward, every blob by name,
+//!   [`Net::params`]/[`Net::set_params`], [`Net::save_caffemodel`], [`Net::save_safetensors`].
+//!
+//! # Execution model (and why)
+//! Following the project's design notes, a net is Caffe's static list of layers over named
+//! blobs, run in order by explicit per-layer code (`reshape`, `forward`; `backward` comes with
+//! training), with candle tensors as storage and device, rather than candle's autograd graph:
+//! Caffe's semantics (in-place layers, `param { name }` sharing, BatchNorm's statistics,
+//! `loss_weight`, later `propagate_down` and `lr_mult: 0`) are direct to express per layer, and
+//! each layer is testable alone. On the CPU, Convolution, Deconvolution, Pooling, LRN and
+//! InnerProduct run the `sparknet-kernels` crate (im2col + GEMM, Caffe pooling with ceil mode
+//! and padding, LRN) on the tensors' host slices; on other devices they use candle's ops
+//! (Pooling and LRN round-trip through the host: candle has no Caffe pooling). The other layers
+//! are candle expressions and run anywhere.
+//!
+//! # Feature flags
+//! - `cuda`: candle's CUDA backend (forwarded to candle-core and candle-nn).
+
+pub mod blob;
+pub mod cpu;
+pub mod error;
+pub mod graph;
+pub mod layers;
+pub mod load;
+pub mod net;
+pub mod proto;
+pub mod upgrade;
+
+pub use error::{Error, Result};
+pub use net::{LayerInfo, Net, NetConfig, WeightCollection};
+pub use proto::Phase;

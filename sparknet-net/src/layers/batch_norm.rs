@@ -1,0 +1,112 @@
+//! `BatchNorm`: `(x - mean) / sqrt(var + eps)` per channel (axis 1). Its three blobs are Caffe's:
+//! running mean sum, running variance sum and the moving-average scale factor; the statistics
+//! used are `blob / factor` (0 when the factor is 0). TEST (or `use_global_stats: true`) uses the
+//! stored statistics; TRAIN uses the batch's (biased variance, as Caffe normalises). Updating the
+//! running sums is the trainer's part (issue 5).
+
+use candle::Tensor;
+
+use super::{Count, ForwardCtx, Layer, Shape, host_vec};
+use crate::proto::{LayerParameter, Phase};
+use crate::{Error, Result};
+
+/// The BatchNorm layer.
+pub struct BatchNorm {
+    name: String,
+    use_global_stats: Option<bool>,
+    eps: f32,
+}
+
+/// Builds a BatchNorm layer.
+///
+/// # Errors
+/// None in practice.
+pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
+    let q = p.batch_norm_param.unwrap_or_default();
+    Ok(Box::new(BatchNorm {
+        name: p.name().to_string(),
+        use_global_stats: q.use_global_stats,
+        eps: q.eps(),
+    }))
+}
+
+impl Layer for BatchNorm {
+    fn kind(&self) -> &'static str {
+        "BatchNorm"
+    }
+    fn bottoms(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn tops(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn setup(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let s = &bottoms[0];
+        if s.len() < 2 {
+            return Err(Error::invalid(
+                &self.name,
+                "bottom shape",
+                format!("{s:?}: needs a channel axis"),
+            ));
+        }
+        Ok(vec![vec![s[1]], vec![s[1]], vec![1]])
+    }
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        Ok(vec![bottoms[0].clone()])
+    }
+    fn forward(
+        &mut self,
+        ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let x = bottoms[0];
+        let dims = x.dims();
+        let c = dims[1];
+        let mut bshape = vec![1usize; dims.len()];
+        bshape[1] = c;
+        let global = self.use_global_stats.unwrap_or(ctx.phase == Phase::Test);
+        let (mean, var) = if global {
+            let factor = host_vec(&params[2])?[0];
+            let scale = if factor == 0.0 { 0.0 } else { 1.0 / f64::from(factor) };
+            (params[0].affine(scale, 0.0)?, params[1].affine(scale, 0.0)?)
+        } else {
+            // Per-channel batch statistics over N and the spatial axes.
+            let perm: Vec<usize> =
+                std::iter::once(1).chain((0..dims.len()).filter(|&a| a != 1)).collect();
+            let xc = x.permute(perm)?.contiguous()?.reshape((c, ()))?;
+            let mean = xc.mean(1)?;
+            let var = xc.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?;
+            (mean, var)
+        };
+        let mean = mean.reshape(bshape.clone())?;
+        let inv_std = (var + f64::from(self.eps))?.sqrt()?.recip()?.reshape(bshape)?;
+        Ok(vec![x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, layer, run, run_phase, t, v};
+    use crate::proto::Phase;
+
+    #[test]
+    fn global_stats_divide_by_the_scale_factor() {
+        let mut l = layer("layer { name: 'bn' type: 'BatchNorm' bottom: 'x' top: 'x' batch_norm_param { eps: 0 } }").unwrap();
+        let x = t(&[3., 5., 10., 20.], &[1, 2, 2]);
+        // Sums 2*mean and 2*var with factor 2.
+        let params = [t(&[2., 20.], &[2]), t(&[8., 50.], &[2]), t(&[2.], &[1])];
+        let y = run(l.as_mut(), &[x], &params).unwrap();
+        close(&v(&y[0]), &[1., 2., 0., 2.]);
+    }
+
+    #[test]
+    fn train_uses_batch_statistics() {
+        let mut l = layer("layer { name: 'bn' type: 'BatchNorm' bottom: 'x' top: 'x' batch_norm_param { eps: 0 } }").unwrap();
+        let x = t(&[1., 3., 10., 30.], &[2, 2, 1]);
+        let params = [t(&[0., 0.], &[2]), t(&[1., 1.], &[2]), t(&[1.], &[1])];
+        let y = run_phase(l.as_mut(), &[x], &params, Phase::Train).unwrap();
+        // channel 0: {1, 10} -> mean 5.5, std 4.5; channel 1: {3, 30} -> mean 16.5, std 13.5.
+        close(&v(&y[0]), &[-1., -1., 1., 1.]);
+    }
+}

@@ -1,0 +1,77 @@
+//! `Concat`: joins bottoms along `axis` (or the legacy `concat_dim`).
+
+use candle::Tensor;
+
+use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use crate::proto::LayerParameter;
+use crate::{Error, Result};
+
+/// The Concat layer.
+pub struct Concat {
+    name: String,
+    axis: i32,
+}
+
+/// Builds a Concat layer.
+///
+/// # Errors
+/// None in practice.
+pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
+    let q = p.concat_param.unwrap_or_default();
+    let axis =
+        if q.axis.is_none() && q.concat_dim.is_some() { q.concat_dim() as i32 } else { q.axis() };
+    Ok(Box::new(Concat { name: p.name().to_string(), axis }))
+}
+
+impl Layer for Concat {
+    fn kind(&self) -> &'static str {
+        "Concat"
+    }
+    fn bottoms(&self) -> Count {
+        Count::AtLeast(1)
+    }
+    fn tops(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let a = canonical_axis(&self.name, "axis", self.axis, bottoms[0].len())?;
+        let mut top = bottoms[0].clone();
+        for b in &bottoms[1..] {
+            let same_rank = b.len() == top.len();
+            if !same_rank || (0..b.len()).any(|i| i != a && b[i] != top[i]) {
+                return Err(Error::ShapeMismatch {
+                    layer: self.name.clone(),
+                    what: format!("bottoms (all axes but {a} must agree)"),
+                    expected: bottoms[0].clone(),
+                    got: b.clone(),
+                });
+            }
+            top[a] += b[a];
+        }
+        Ok(vec![top])
+    }
+    fn forward(
+        &mut self,
+        _ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        _params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let a = canonical_axis(&self.name, "axis", self.axis, bottoms[0].rank())?;
+        Ok(vec![Tensor::cat(bottoms, a)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, layer, run, t, v};
+
+    #[test]
+    fn channel_concat() {
+        let mut l =
+            layer("layer { name: 'c' type: 'Concat' bottom: 'a' bottom: 'b' top: 'y' }").unwrap();
+        let y = run(l.as_mut(), &[t(&[1., 2.], &[1, 1, 2]), t(&[3., 4., 5., 6.], &[1, 2, 2])], &[])
+            .unwrap();
+        assert_eq!(y[0].dims(), &[1, 3, 2]);
+        close(&v(&y[0]), &[1., 2., 3., 4., 5., 6.]);
+    }
+}

@@ -1,0 +1,138 @@
+//! `InnerProduct`: `y = x W^T + b` over the axes from `axis` on (`transpose: true` stores W as
+//! `K x N`). CPU: `sparknet_kernels::sgemm`; other devices: candle's `matmul`.
+
+use candle::Tensor;
+
+use super::{Count, ForwardCtx, Layer, Shape, canonical_axis, count};
+use crate::cpu::{from_host, kernel_err, with_host};
+use crate::proto::LayerParameter;
+use crate::{Error, Result};
+
+/// The InnerProduct layer.
+pub struct InnerProduct {
+    name: String,
+    num_output: usize,
+    bias_term: bool,
+    transpose: bool,
+    axis: i32,
+    k: usize,
+}
+
+/// Builds an InnerProduct layer.
+///
+/// # Errors
+/// A missing `num_output`.
+pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
+    let q = p.inner_product_param.clone().unwrap_or_default();
+    if q.num_output.is_none() {
+        return Err(Error::invalid(p.name(), "num_output", "missing"));
+    }
+    Ok(Box::new(InnerProduct {
+        name: p.name().to_string(),
+        num_output: q.num_output() as usize,
+        bias_term: q.bias_term(),
+        transpose: q.transpose(),
+        axis: q.axis(),
+        k: 0,
+    }))
+}
+
+impl Layer for InnerProduct {
+    fn kind(&self) -> &'static str {
+        "InnerProduct"
+    }
+    fn bottoms(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn tops(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn setup(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let s = &bottoms[0];
+        let axis = canonical_axis(&self.name, "axis", self.axis, s.len())?;
+        self.k = count(s, axis, s.len());
+        let w = if self.transpose {
+            vec![self.k, self.num_output]
+        } else {
+            vec![self.num_output, self.k]
+        };
+        let mut shapes = vec![w];
+        if self.bias_term {
+            shapes.push(vec![self.num_output]);
+        }
+        Ok(shapes)
+    }
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let s = &bottoms[0];
+        let axis = canonical_axis(&self.name, "axis", self.axis, s.len())?;
+        let k = count(s, axis, s.len());
+        if self.k != 0 && k != self.k {
+            return Err(Error::ShapeMismatch {
+                layer: self.name.clone(),
+                what: format!("input size from axis {axis} (the weights' K = {})", self.k),
+                expected: vec![self.k],
+                got: s.clone(),
+            });
+        }
+        let mut top = s[..axis].to_vec();
+        top.push(self.num_output);
+        Ok(vec![top])
+    }
+    fn forward(
+        &mut self,
+        ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let x = bottoms[0];
+        let dims = x.dims().to_vec();
+        let axis = canonical_axis(&self.name, "axis", self.axis, dims.len())?;
+        let (m, k, n) = (count(&dims, 0, axis), count(&dims, axis, dims.len()), self.num_output);
+        let mut top = dims[..axis].to_vec();
+        top.push(n);
+        if !ctx.device.is_cpu() {
+            let x2 = x.reshape((m, k))?;
+            let w = if self.transpose { params[0].clone() } else { params[0].t()? };
+            let mut y = x2.matmul(&w)?;
+            if self.bias_term {
+                y = y.broadcast_add(&params[1])?;
+            }
+            return Ok(vec![y.reshape(top)?]);
+        }
+        let mut y = vec![0f32; m * n];
+        if self.bias_term {
+            with_host(&params[1], |b| {
+                y.chunks_mut(n).for_each(|row| row.copy_from_slice(b));
+                Ok(())
+            })?;
+        }
+        let beta = if self.bias_term { 1.0 } else { 0.0 };
+        let (name, transpose) = (&self.name, self.transpose);
+        with_host(x, |xs| {
+            with_host(&params[0], |w| {
+                sparknet_kernels::sgemm(false, !transpose, m, n, k, 1.0, xs, w, beta, &mut y)
+                    .map_err(|e| kernel_err(name, e))
+            })
+        })?;
+        Ok(vec![from_host(y, &top, &ctx.device)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, layer, run, t, v};
+
+    #[test]
+    fn flattens_from_axis_and_adds_bias() {
+        let mut l = layer("layer { name: 'ip' type: 'InnerProduct' bottom: 'x' top: 'y' inner_product_param { num_output: 2 } }").unwrap();
+        let x = t(&[1., 2., 3., 4.], &[1, 2, 2, 1]);
+        let w = t(&[1., 0., 0., 1., 1., 1., 1., 1.], &[2, 4]);
+        let y = run(l.as_mut(), std::slice::from_ref(&x), &[w, t(&[0.5, -1.], &[2])]).unwrap();
+        assert_eq!(y[0].dims(), &[1, 2]);
+        close(&v(&y[0]), &[5.5, 9.]);
+        let mut l = layer("layer { name: 'ip' type: 'InnerProduct' bottom: 'x' top: 'y' inner_product_param { num_output: 2 transpose: true bias_term: false axis: 2 } }").unwrap();
+        let y = run(l.as_mut(), &[x], &[t(&[1., 2., 3., 4.], &[2, 2])]).unwrap();
+        assert_eq!(y[0].dims(), &[1, 2, 2]);
+        close(&v(&y[0]), &[1. + 6., 2. + 8., 3. + 12., 6. + 16.]);
+    }
+}

@@ -1,0 +1,344 @@
+//! Caffe's layers: the [`Layer`] trait, the [`LayerRegistry`] keyed by Caffe's type string, and
+//! one module per layer type (the elementwise "neuron" family, which Caffe also groups, shares
+//! [`neuron`]).
+//!
+//! A layer follows Caffe's life cycle: [`Layer::setup`] once with the first bottom shapes (it
+//! returns the shapes of its learnable blobs, Caffe's `blobs_`), [`Layer::reshape`] whenever the
+//! input shapes change (it returns the top shapes: this is the shape inference), and
+//! [`Layer::forward`] per pass. Backward comes with training (issue 5): it will be a
+//! `backward(top_diffs, propagate_down, bottoms, params) -> (bottom_diffs, param_diffs)` method
+//! beside `forward`, with every layer keeping what it needs from forward (pooling's argmax, LRN's
+//! scale, dropout's mask) in `&mut self`, which is why `forward` takes `&mut self`.
+
+use std::collections::HashMap;
+
+use candle::{Device, Tensor};
+
+use crate::proto::{LayerParameter, Phase};
+use crate::{Error, Result};
+
+pub mod accuracy;
+pub mod argmax;
+pub mod batch_norm;
+pub mod bias;
+pub mod concat;
+pub mod contrastive_loss;
+pub mod convolution;
+pub mod crop;
+pub mod deconvolution;
+pub mod dropout;
+pub mod dummy_data;
+pub mod eltwise;
+pub mod euclidean_loss;
+pub mod flatten;
+pub mod inner_product;
+pub mod input;
+pub mod lrn;
+pub mod neuron;
+pub mod pooling;
+pub mod prelu;
+pub mod reshape;
+pub mod scale;
+pub mod sigmoid_cross_entropy_loss;
+pub mod silence;
+pub mod slice;
+pub mod softmax;
+pub mod softmax_loss;
+pub mod split;
+
+/// A blob shape (Caffe's `vector<int>`).
+pub type Shape = Vec<usize>;
+
+/// How many bottom or top blobs a layer accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Exactly this many.
+    Exact(usize),
+    /// At least this many.
+    AtLeast(usize),
+    /// Between the two, inclusive.
+    Between(usize, usize),
+}
+
+impl Count {
+    fn accepts(self, n: usize) -> bool {
+        match self {
+            Count::Exact(e) => n == e,
+            Count::AtLeast(m) => n >= m,
+            Count::Between(a, b) => (a..=b).contains(&n),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Count::Exact(e) => format!("exactly {e}"),
+            Count::AtLeast(m) => format!("at least {m}"),
+            Count::Between(a, b) => format!("{a} to {b}"),
+        }
+    }
+}
+
+/// What a forward pass knows besides the blobs.
+#[derive(Debug, Clone)]
+pub struct ForwardCtx {
+    /// TRAIN or TEST (Dropout and BatchNorm depend on it).
+    pub phase: Phase,
+    /// The device the net's blobs live on.
+    pub device: Device,
+}
+
+/// One Caffe layer over candle tensors.
+pub trait Layer: Send {
+    /// Caffe's type string.
+    fn kind(&self) -> &'static str;
+    /// Accepted bottom count.
+    fn bottoms(&self) -> Count;
+    /// Accepted top count.
+    fn tops(&self) -> Count;
+    /// Caffe's `LayerSetUp`: validates parameters against the first bottom shapes and returns the
+    /// shapes of the layer's learnable blobs (empty for parameter-free layers).
+    ///
+    /// # Errors
+    /// Invalid parameters or bottom shapes, naming the layer.
+    fn setup(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let _ = bottoms;
+        Ok(Vec::new())
+    }
+    /// Caffe's `Reshape`: the top shapes for these bottom shapes.
+    ///
+    /// # Errors
+    /// Incompatible bottom shapes, naming the layer and the shapes.
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>>;
+    /// Computes the tops.
+    ///
+    /// # Errors
+    /// candle or kernel errors.
+    fn forward(
+        &mut self,
+        ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>>;
+    /// True for layers whose tops the caller feeds (Input, Data, ImageData, MemoryData).
+    fn is_input(&self) -> bool {
+        false
+    }
+    /// For fed layers: the shape each top declares (`None` when only the caller knows it).
+    fn declared_shapes(&self) -> Vec<Option<Shape>> {
+        Vec::new()
+    }
+    /// Caffe's default `loss_weight` of the first top: 1 for loss layers, 0 otherwise.
+    fn loss_weight_default(&self) -> f32 {
+        0.0
+    }
+}
+
+/// Builds a layer from its definition.
+pub type Constructor = fn(&LayerParameter) -> Result<Box<dyn Layer>>;
+
+/// Layer constructors keyed by Caffe's type string.
+pub struct LayerRegistry {
+    table: HashMap<String, Constructor>,
+}
+
+/// Types that fail with a clear "unsupported" error instead of "unknown".
+const KNOWN_UNSUPPORTED: &[&str] = &["Python", "HDF5Data", "HDF5Output", "WindowData"];
+
+impl Default for LayerRegistry {
+    fn default() -> Self {
+        let mut r = LayerRegistry { table: HashMap::new() };
+        r.register("Input", input::new);
+        r.register("Data", input::new);
+        r.register("ImageData", input::new);
+        r.register("MemoryData", input::new);
+        r.register("DummyData", dummy_data::new);
+        r.register("Convolution", convolution::new);
+        r.register("Deconvolution", deconvolution::new);
+        r.register("Pooling", pooling::new);
+        r.register("ReLU", neuron::new_relu);
+        r.register("Sigmoid", neuron::new_sigmoid);
+        r.register("TanH", neuron::new_tanh);
+        r.register("ELU", neuron::new_elu);
+        r.register("AbsVal", neuron::new_absval);
+        r.register("Power", neuron::new_power);
+        r.register("Exp", neuron::new_exp);
+        r.register("Log", neuron::new_log);
+        r.register("BNLL", neuron::new_bnll);
+        r.register("Threshold", neuron::new_threshold);
+        r.register("PReLU", prelu::new);
+        r.register("LRN", lrn::new);
+        r.register("InnerProduct", inner_product::new);
+        r.register("Dropout", dropout::new);
+        r.register("Softmax", softmax::new);
+        r.register("SoftmaxWithLoss", softmax_loss::new);
+        r.register("Accuracy", accuracy::new);
+        r.register("Concat", concat::new);
+        r.register("Slice", slice::new);
+        r.register("Split", split::new);
+        r.register("Eltwise", eltwise::new);
+        r.register("Flatten", flatten::new);
+        r.register("Reshape", reshape::new);
+        r.register("BatchNorm", batch_norm::new);
+        r.register("Scale", scale::new);
+        r.register("Bias", bias::new);
+        r.register("Crop", crop::new);
+        r.register("Silence", silence::new);
+        r.register("ArgMax", argmax::new);
+        r.register("EuclideanLoss", euclidean_loss::new);
+        r.register("SigmoidCrossEntropyLoss", sigmoid_cross_entropy_loss::new);
+        r.register("ContrastiveLoss", contrastive_loss::new);
+        r
+    }
+}
+
+impl LayerRegistry {
+    /// Adds (or replaces) the constructor for `kind`.
+    pub fn register(&mut self, kind: &str, ctor: Constructor) {
+        self.table.insert(kind.to_string(), ctor);
+    }
+
+    /// Whether `kind` has a constructor.
+    pub fn supports(&self, kind: &str) -> bool {
+        self.table.contains_key(kind)
+    }
+
+    /// The registered type strings, sorted.
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.table.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Builds the layer `param` describes, checking its blob counts.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for unknown or unsupported types; constructor errors.
+    pub fn create(&self, param: &LayerParameter) -> Result<Box<dyn Layer>> {
+        let kind = param.r#type();
+        let Some(ctor) = self.table.get(kind) else {
+            let context = if KNOWN_UNSUPPORTED.contains(&kind) {
+                " (its data comes from outside Caffe's blob model; feed the blobs instead)"
+                    .to_string()
+            } else {
+                " (not a layer type this crate or BVLC Caffe knows)".to_string()
+            };
+            return Err(Error::Unsupported {
+                layer: param.name().to_string(),
+                kind: kind.to_string(),
+                context,
+            });
+        };
+        let layer = ctor(param)?;
+        check_count(param, layer.kind(), "bottom", layer.bottoms(), param.bottom.len())?;
+        check_count(param, layer.kind(), "top", layer.tops(), param.top.len())?;
+        Ok(layer)
+    }
+}
+
+fn check_count(
+    param: &LayerParameter,
+    kind: &str,
+    what: &'static str,
+    want: Count,
+    got: usize,
+) -> Result<()> {
+    if want.accepts(got) {
+        Ok(())
+    } else {
+        Err(Error::BlobCount {
+            layer: param.name().to_string(),
+            kind: kind.to_string(),
+            what,
+            expected: want.describe(),
+            got,
+        })
+    }
+}
+
+/// Caffe's `Blob::CanonicalAxisIndex`: a negative axis counts from the end.
+///
+/// # Errors
+/// An axis outside `[-ndim, ndim)`.
+pub fn canonical_axis(layer: &str, field: &str, axis: i32, ndim: usize) -> Result<usize> {
+    let n = ndim as i32;
+    if axis < -n || axis >= n {
+        return Err(Error::invalid(
+            layer,
+            field,
+            format!("axis {axis} out of range for a {ndim}-D blob"),
+        ));
+    }
+    Ok(if axis < 0 { (axis + n) as usize } else { axis as usize })
+}
+
+/// Product of `shape[from..to]`.
+pub fn count(shape: &[usize], from: usize, to: usize) -> usize {
+    shape[from.min(shape.len())..to.min(shape.len())].iter().product()
+}
+
+/// A tensor's values as a host `Vec<f32>` (row-major), whatever its device.
+///
+/// # Errors
+/// candle errors.
+pub fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(candle::DType::F32)?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Helpers for the per-layer unit tests: build a layer from a prototxt snippet and run it.
+    use super::*;
+    use crate::load::parse_net_text;
+    use std::path::Path;
+
+    /// Parses `layer { ... }` text and builds the layer.
+    pub fn layer(text: &str) -> Result<Box<dyn Layer>> {
+        let net = parse_net_text(text, Path::new("test"))?;
+        LayerRegistry::default().create(&net.layer[0])
+    }
+
+    /// A CPU tensor from values and shape.
+    pub fn t(v: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    /// Runs setup + reshape + forward in TEST phase; checks the reshape shapes against forward.
+    pub fn run(l: &mut dyn Layer, bottoms: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>> {
+        run_phase(l, bottoms, params, Phase::Test)
+    }
+
+    /// As [`run`], in the given phase.
+    pub fn run_phase(
+        l: &mut dyn Layer,
+        bottoms: &[Tensor],
+        params: &[Tensor],
+        phase: Phase,
+    ) -> Result<Vec<Tensor>> {
+        let shapes: Vec<Shape> = bottoms.iter().map(|b| b.dims().to_vec()).collect();
+        let pshapes = l.setup(&shapes)?;
+        for (p, s) in params.iter().zip(&pshapes) {
+            assert_eq!(p.dims(), s.as_slice(), "param shape");
+        }
+        let tops = l.reshape(&shapes)?;
+        let refs: Vec<&Tensor> = bottoms.iter().collect();
+        let out = l.forward(&ForwardCtx { phase, device: Device::Cpu }, &refs, params)?;
+        for (o, s) in out.iter().zip(&tops) {
+            assert_eq!(o.dims(), s.as_slice(), "reshape agrees with forward");
+        }
+        Ok(out)
+    }
+
+    /// Flattened values.
+    pub fn v(t: &Tensor) -> Vec<f32> {
+        host_vec(t).unwrap()
+    }
+
+    /// Asserts two slices agree to 1e-5 (absolute + relative).
+    #[track_caller]
+    pub fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 + 1e-5 * y.abs(), "index {i}: {x} vs {y}\n{a:?}\n{b:?}");
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `Pooling`: MAX and AVE with Caffe's semantics (ceil-mode output size and its clip rule, pad,
+//! global pooling, FLOOR round mode). AVE divides by the window clipped to the padded input.
+//!
+//! Runs `sparknet_kernels::pool2d_forward` (on the host for non-CPU devices: candle's pooling has
+//! neither padding nor ceil mode). MAX keeps its argmax for the backward pass to come.
+
+use candle::Tensor;
+use sparknet_kernels::{PoolGeometry, PoolMethod};
+
+use super::convolution::nchw;
+use super::{Count, ForwardCtx, Layer, Shape};
+use crate::cpu::{from_host, kernel_err, with_host};
+use crate::proto::pooling_parameter::{PoolMethod as ProtoPool, RoundMode};
+use crate::proto::{LayerParameter, PoolingParameter};
+use crate::{Error, Result};
+
+/// The Pooling layer.
+pub struct Pooling {
+    name: String,
+    method: PoolMethod,
+    global: bool,
+    floor: bool,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    /// MAX's argmax from the last forward (for the backward pass, and the optional mask top).
+    argmax: Vec<u32>,
+    n_tops: usize,
+}
+
+/// Builds a Pooling layer.
+///
+/// # Errors
+/// Invalid or contradictory `pooling_param` (Caffe's checks), STOCHASTIC pooling.
+pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
+    let name = p.name().to_string();
+    let pp: PoolingParameter = p.pooling_param.unwrap_or_default();
+    let method = match pp.pool() {
+        ProtoPool::Max => PoolMethod::Max,
+        ProtoPool::Ave => PoolMethod::Ave,
+        ProtoPool::Stochastic => {
+            return Err(Error::Unsupported {
+                layer: name,
+                kind: "Pooling".into(),
+                context: " (STOCHASTIC pooling)".into(),
+            });
+        }
+    };
+    let global = pp.global_pooling();
+    let kernel = if global {
+        if pp.kernel_size.is_some() || pp.kernel_h.is_some() || pp.kernel_w.is_some() {
+            return Err(Error::invalid(
+                &name,
+                "kernel_size",
+                "cannot be given with global_pooling",
+            ));
+        }
+        [0, 0]
+    } else if let Some(k) = pp.kernel_size {
+        if pp.kernel_h.is_some() || pp.kernel_w.is_some() {
+            return Err(Error::invalid(
+                &name,
+                "kernel_size",
+                "either kernel_size or kernel_h/kernel_w",
+            ));
+        }
+        [k as usize; 2]
+    } else {
+        match (pp.kernel_h, pp.kernel_w) {
+            (Some(h), Some(w)) => [h as usize, w as usize],
+            _ => {
+                return Err(Error::invalid(
+                    &name,
+                    "kernel_size",
+                    "missing (kernel_size or kernel_h + kernel_w)",
+                ));
+            }
+        }
+    };
+    if !global && kernel.contains(&0) {
+        return Err(Error::invalid(&name, "kernel_size", "must be positive"));
+    }
+    let pad = match (pp.pad_h, pp.pad_w) {
+        (None, None) => [pp.pad() as usize; 2],
+        (h, w) => [h.unwrap_or(0) as usize, w.unwrap_or(0) as usize],
+    };
+    let stride = match (pp.stride_h, pp.stride_w) {
+        (None, None) => [pp.stride() as usize; 2],
+        (h, w) => [h.unwrap_or(1) as usize, w.unwrap_or(1) as usize],
+    };
+    if global && (pad != [0, 0] || stride != [1, 1]) {
+        return Err(Error::invalid(&name, "global_pooling", "requires pad 0 and stride 1"));
+    }
+    if stride.contains(&0) {
+        return Err(Error::invalid(&name, "stride", "must be positive"));
+    }
+    if !global && (pad[0] >= kernel[0] || pad[1] >= kernel[1]) {
+        return Err(Error::invalid(
+            &name,
+            "pad",
+            format!("{pad:?} must be smaller than the kernel {kernel:?}"),
+        ));
+    }
+    let floor = pp.round_mode() == RoundMode::Floor;
+    if p.top.len() == 2 && method != PoolMethod::Max {
+        return Err(Error::invalid(&name, "top", "only MAX pooling has a second (mask) top"));
+    }
+    Ok(Box::new(Pooling {
+        name,
+        method,
+        global,
+        floor,
+        kernel,
+        stride,
+        pad,
+        argmax: Vec::new(),
+        n_tops: p.top.len(),
+    }))
+}
+
+impl Pooling {
+    fn geometry(&self, c: usize, h: usize, w: usize) -> PoolGeometry {
+        if self.global {
+            return PoolGeometry::global(c, h, w);
+        }
+        PoolGeometry {
+            channels: c,
+            in_h: h,
+            in_w: w,
+            kernel_h: self.kernel[0],
+            kernel_w: self.kernel[1],
+            stride_h: self.stride[0],
+            stride_w: self.stride[1],
+            pad_h: self.pad[0],
+            pad_w: self.pad[1],
+        }
+    }
+
+    /// Output (h, w): Caffe's ceil rule (the kernels' geometry), or floor when `round_mode: FLOOR`.
+    fn out_hw(&self, g: &PoolGeometry) -> [usize; 2] {
+        if !self.floor {
+            return [g.out_h(), g.out_w()];
+        }
+        let f = |i: usize, p: usize, k: usize, s: usize| (i + 2 * p).saturating_sub(k) / s + 1;
+        [f(g.in_h, g.pad_h, g.kernel_h, g.stride_h), f(g.in_w, g.pad_w, g.kernel_w, g.stride_w)]
+    }
+}
+
+impl Layer for Pooling {
+    fn kind(&self) -> &'static str {
+        "Pooling"
+    }
+    fn bottoms(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn tops(&self) -> Count {
+        // Caffe allows a second top (the MAX mask).
+        Count::Between(1, 2)
+    }
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let [n, c, h, w] = nchw(&self.name, &bottoms[0])?;
+        let g = self.geometry(c, h, w);
+        g.validate().map_err(|e| kernel_err(&self.name, e))?;
+        if self.floor && !self.global && (g.pad_h > 0 || g.pad_w > 0) {
+            return Err(Error::invalid(
+                &self.name,
+                "round_mode",
+                "FLOOR with padding is not supported",
+            ));
+        }
+        let [oh, ow] = self.out_hw(&g);
+        let top = vec![n, c, oh, ow];
+        Ok(vec![top.clone(), top])
+    }
+    fn forward(
+        &mut self,
+        ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        _params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let x = bottoms[0];
+        let [n, c, h, w] = nchw(&self.name, x.dims())?;
+        let mut g = self.geometry(c, h, w);
+        let [oh, ow] = self.out_hw(&g);
+        if self.floor && [oh, ow] != [g.out_h(), g.out_w()] {
+            // FLOOR drops the partial last window: pooling the cropped input gives the same windows.
+            let (nh, nw) = ((oh - 1) * g.stride_h + g.kernel_h, (ow - 1) * g.stride_w + g.kernel_w);
+            let cropped = x.narrow(2, 0, nh.min(h))?.narrow(3, 0, nw.min(w))?.contiguous()?;
+            g.in_h = nh.min(h);
+            g.in_w = nw.min(w);
+            return self.run(ctx, &cropped, &g, n, c, [oh, ow]);
+        }
+        self.run(ctx, x, &g, n, c, [oh, ow])
+    }
+}
+
+impl Pooling {
+    fn run(
+        &mut self,
+        ctx: &ForwardCtx,
+        x: &Tensor,
+        g: &PoolGeometry,
+        n: usize,
+        c: usize,
+        out: [usize; 2],
+    ) -> Result<Vec<Tensor>> {
+        let len = n * c * out[0] * out[1];
+        let mut y = vec![0f32; len];
+        let name = &self.name;
+        let method = self.method;
+        let argmax = &mut self.argmax;
+        with_host(x, |xs| {
+            let am = if method == PoolMethod::Max {
+                argmax.resize(len, 0);
+                Some(&mut argmax[..])
+            } else {
+                None
+            };
+            sparknet_kernels::pool2d_forward(g, n, method, xs, &mut y, am)
+                .map_err(|e| kernel_err(name, e))
+        })?;
+        let shape = [n, c, out[0], out[1]];
+        let mut tops = vec![from_host(y, &shape, &ctx.device)?];
+        if self.n_tops == 2 {
+            let mask = self.argmax.iter().map(|&i| i as f32).collect();
+            tops.push(from_host(mask, &shape, &ctx.device)?);
+        }
+        Ok(tops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, layer, run, t, v};
+
+    fn x4() -> candle::Tensor {
+        t(&(1..=16).map(|v| v as f32).collect::<Vec<_>>(), &[1, 1, 4, 4])
+    }
+
+    #[test]
+    fn max_ceil_mode_overlapping_windows() {
+        // 4x4, kernel 3, stride 2: ceil((4-3)/2)+1 = 2 (Caffe), candle/floor would give 1.
+        let mut l = layer("layer { name: 'p' type: 'Pooling' bottom: 'x' top: 'y' pooling_param { pool: MAX kernel_size: 3 stride: 2 } }").unwrap();
+        let y = run(l.as_mut(), &[x4()], &[]).unwrap();
+        close(&v(&y[0]), &[11., 12., 15., 16.]);
+    }
+
+    #[test]
+    fn ave_divides_by_padded_window() {
+        // pad 1, kernel 2, stride 2 on 2x2: out 2x2; each window holds one real value, divisor 4.
+        let mut l = layer("layer { name: 'p' type: 'Pooling' bottom: 'x' top: 'y' pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 } }").unwrap();
+        let y = run(l.as_mut(), &[t(&[4., 8., 12., 16.], &[1, 1, 2, 2])], &[]).unwrap();
+        close(&v(&y[0]), &[1., 2., 3., 4.]);
+    }
+
+    #[test]
+    fn global_and_floor() {
+        let mut l = layer("layer { name: 'p' type: 'Pooling' bottom: 'x' top: 'y' pooling_param { pool: AVE global_pooling: true } }").unwrap();
+        let y = run(l.as_mut(), &[x4()], &[]).unwrap();
+        assert_eq!(y[0].dims(), &[1, 1, 1, 1]);
+        close(&v(&y[0]), &[8.5]);
+        let mut l = layer("layer { name: 'p' type: 'Pooling' bottom: 'x' top: 'y' pooling_param { pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR } }").unwrap();
+        let y = run(l.as_mut(), &[x4()], &[]).unwrap();
+        close(&v(&y[0]), &[11.]);
+    }
+}

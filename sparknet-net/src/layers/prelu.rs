@@ -1,0 +1,79 @@
+//! `PReLU`: `y = max(0, x) + a_c * min(0, x)` with one learnable slope per channel (axis 1), or
+//! one for all when `channel_shared`.
+
+use candle::Tensor;
+
+use super::{Count, ForwardCtx, Layer, Shape};
+use crate::proto::LayerParameter;
+use crate::{Error, Result};
+
+/// The PReLU layer.
+pub struct PRelu {
+    name: String,
+    shared: bool,
+}
+
+/// Builds a PReLU layer.
+///
+/// # Errors
+/// None in practice.
+pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
+    let shared = p.prelu_param.as_ref().is_some_and(|q| q.channel_shared());
+    Ok(Box::new(PRelu { name: p.name().to_string(), shared }))
+}
+
+impl Layer for PRelu {
+    fn kind(&self) -> &'static str {
+        "PReLU"
+    }
+    fn bottoms(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn tops(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn setup(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let s = &bottoms[0];
+        if s.len() < 2 {
+            return Err(Error::invalid(
+                &self.name,
+                "bottom shape",
+                format!("{s:?}: needs at least 2 axes"),
+            ));
+        }
+        Ok(vec![vec![if self.shared { 1 } else { s[1] }]])
+    }
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        Ok(vec![bottoms[0].clone()])
+    }
+    fn forward(
+        &mut self,
+        _ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let x = bottoms[0];
+        let dims = x.dims();
+        let mut bshape = vec![1usize; dims.len()];
+        if !self.shared {
+            bshape[1] = dims[1];
+        }
+        let a = params[0].reshape(bshape)?;
+        let pos = x.relu()?;
+        let neg = (x - &pos)?;
+        Ok(vec![(pos + neg.broadcast_mul(&a)?)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, layer, run, t, v};
+
+    #[test]
+    fn per_channel_slopes() {
+        let mut l = layer("layer { name: 'p' type: 'PReLU' bottom: 'x' top: 'x' }").unwrap();
+        let x = t(&[-1., 2., -3., 4.], &[1, 2, 2]);
+        let y = run(l.as_mut(), &[x], &[t(&[0.5, 0.25], &[2])]).unwrap();
+        close(&v(&y[0]), &[-0.5, 2., -0.75, 4.]);
+    }
+}

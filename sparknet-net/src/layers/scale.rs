@@ -1,0 +1,167 @@
+//! `Scale`: multiplies by a learned (one bottom) or given (second bottom) factor broadcast over
+//! the axes `axis .. axis + num_axes` (default 1..2: per channel), plus an optional learned bias
+//! (`bias_term`). Shares its broadcasting rules with [`super::bias`].
+
+use candle::Tensor;
+
+use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use crate::proto::LayerParameter;
+use crate::{Error, Result};
+
+/// Caffe's factor shape for Scale/Bias with one bottom: `bottom[axis .. axis + num_axes]`
+/// (`num_axes = -1`: to the end).
+pub(crate) fn param_shape(
+    layer: &str,
+    bottom: &[usize],
+    axis: i32,
+    num_axes: i32,
+) -> Result<(usize, Shape)> {
+    let a = if bottom.is_empty() && axis == 0 {
+        0
+    } else {
+        canonical_axis(layer, "axis", axis, bottom.len())?
+    };
+    let end = match num_axes {
+        -1 => bottom.len(),
+        n if n >= 0 && a + n as usize <= bottom.len() => a + n as usize,
+        n => {
+            return Err(Error::invalid(
+                layer,
+                "num_axes",
+                format!("{n} from axis {a} exceeds the {}-D bottom", bottom.len()),
+            ));
+        }
+    };
+    Ok((a, bottom[a..end].to_vec()))
+}
+
+/// Reshapes `factor` (of shape `bottom[axis .. axis + k]`) to broadcast against `bottom`.
+pub(crate) fn broadcastable(
+    layer: &str,
+    factor: &Tensor,
+    bottom: &[usize],
+    axis: usize,
+) -> Result<Tensor> {
+    let f = factor.dims();
+    if axis + f.len() > bottom.len() || bottom[axis..axis + f.len()] != *f {
+        return Err(Error::ShapeMismatch {
+            layer: layer.to_string(),
+            what: format!("factor against bottom axes from {axis} (bottom {bottom:?})"),
+            expected: bottom[axis.min(bottom.len())..(axis + f.len()).min(bottom.len())].to_vec(),
+            got: f.to_vec(),
+        });
+    }
+    let mut shape = vec![1usize; bottom.len()];
+    shape[axis..axis + f.len()].copy_from_slice(f);
+    Ok(factor.reshape(shape)?)
+}
+
+/// The Scale layer.
+pub struct Scale {
+    name: String,
+    axis: i32,
+    num_axes: i32,
+    bias_term: bool,
+    two_bottoms: bool,
+}
+
+/// Builds a Scale layer.
+///
+/// # Errors
+/// None in practice.
+pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
+    let q = p.scale_param.clone().unwrap_or_default();
+    Ok(Box::new(Scale {
+        name: p.name().to_string(),
+        axis: q.axis(),
+        num_axes: q.num_axes(),
+        bias_term: q.bias_term(),
+        two_bottoms: p.bottom.len() == 2,
+    }))
+}
+
+impl Layer for Scale {
+    fn kind(&self) -> &'static str {
+        "Scale"
+    }
+    fn bottoms(&self) -> Count {
+        Count::Between(1, 2)
+    }
+    fn tops(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn setup(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        let factor = if self.two_bottoms {
+            let a = canonical_axis(&self.name, "axis", self.axis, bottoms[0].len())?;
+            let f = &bottoms[1];
+            if a + f.len() > bottoms[0].len() || bottoms[0][a..a + f.len()] != *f.as_slice() {
+                return Err(Error::ShapeMismatch {
+                    layer: self.name.clone(),
+                    what: "scale bottom against bottom 0".into(),
+                    expected: bottoms[0][a..].to_vec(),
+                    got: f.clone(),
+                });
+            }
+            f.clone()
+        } else {
+            param_shape(&self.name, &bottoms[0], self.axis, self.num_axes)?.1
+        };
+        let mut shapes = Vec::new();
+        if !self.two_bottoms {
+            shapes.push(factor.clone());
+        }
+        if self.bias_term {
+            shapes.push(factor);
+        }
+        Ok(shapes)
+    }
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        Ok(vec![bottoms[0].clone()])
+    }
+    fn forward(
+        &mut self,
+        _ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let x = bottoms[0];
+        let a = canonical_axis(&self.name, "axis", self.axis, x.rank())?;
+        let (factor, bias) = if self.two_bottoms {
+            (bottoms[1], params.first())
+        } else {
+            (&params[0], params.get(1))
+        };
+        let mut y = x.broadcast_mul(&broadcastable(&self.name, factor, x.dims(), a)?)?;
+        if self.bias_term
+            && let Some(b) = bias
+        {
+            y = y.broadcast_add(&broadcastable(&self.name, b, x.dims(), a)?)?;
+        }
+        Ok(vec![y])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, layer, run, t, v};
+
+    #[test]
+    fn per_channel_scale_and_bias() {
+        let mut l = layer("layer { name: 's' type: 'Scale' bottom: 'x' top: 'x' scale_param { bias_term: true } }").unwrap();
+        let x = t(&[1., 2., 3., 4.], &[1, 2, 2]);
+        let y = run(l.as_mut(), &[x], &[t(&[2., 3.], &[2]), t(&[1., -1.], &[2])]).unwrap();
+        close(&v(&y[0]), &[3., 5., 8., 11.]);
+    }
+
+    #[test]
+    fn two_bottom_form_and_num_axes() {
+        let mut l = layer("layer { name: 's' type: 'Scale' bottom: 'x' bottom: 'f' top: 'y' scale_param { axis: 0 } }").unwrap();
+        let y =
+            run(l.as_mut(), &[t(&[1., 2., 3., 4.], &[2, 2]), t(&[10., 100.], &[2])], &[]).unwrap();
+        close(&v(&y[0]), &[10., 20., 300., 400.]);
+        let mut l = layer("layer { name: 's' type: 'Scale' bottom: 'x' top: 'y' scale_param { axis: 0 num_axes: -1 } }").unwrap();
+        let y = run(l.as_mut(), &[t(&[1., 2., 3., 4.], &[2, 2])], &[t(&[1., 2., 3., 4.], &[2, 2])])
+            .unwrap();
+        close(&v(&y[0]), &[1., 4., 9., 16.]);
+    }
+}

@@ -1,0 +1,44 @@
+//! `Split`: copies one bottom to several tops (Caffe inserts it where a blob feeds several
+//! layers; its backward will sum the tops' diffs). Candle tensors are shared, not copied.
+
+use candle::Tensor;
+
+use super::{Count, ForwardCtx, Layer, Shape};
+use crate::Result;
+use crate::proto::LayerParameter;
+
+/// The Split layer.
+pub struct Split {
+    n: usize,
+}
+
+/// Builds a Split layer.
+///
+/// # Errors
+/// None in practice.
+pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
+    Ok(Box::new(Split { n: p.top.len() }))
+}
+
+impl Layer for Split {
+    fn kind(&self) -> &'static str {
+        "Split"
+    }
+    fn bottoms(&self) -> Count {
+        Count::Exact(1)
+    }
+    fn tops(&self) -> Count {
+        Count::AtLeast(1)
+    }
+    fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
+        Ok(vec![bottoms[0].clone(); self.n])
+    }
+    fn forward(
+        &mut self,
+        _ctx: &ForwardCtx,
+        bottoms: &[&Tensor],
+        _params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        Ok(vec![bottoms[0].clone(); self.n])
+    }
+}

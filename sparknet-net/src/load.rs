@@ -1,0 +1,226 @@
+//! Reading and writing Caffe's files: `.prototxt` nets and solvers (text format), `.caffemodel`
+//! weights (binary `NetParameter`, V1 and V2 layer formats), `.binaryproto` blobs (mean files) and
+//! `.solverstate`. Nets are upgraded to the current (V2) form on load, as Caffe does.
+
+use std::path::Path;
+
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+
+use crate::proto::{self, BlobProto, NetParameter, SolverParameter, SolverState};
+use crate::upgrade::upgrade_net;
+use crate::{Error, Result};
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let upto = &text[..offset.min(text.len())];
+    let line = upto.matches('\n').count() + 1;
+    let col =
+        upto.rfind('\n').map_or(upto.chars().count(), |nl| upto[nl + 1..].chars().count()) + 1;
+    (line, col)
+}
+
+/// The byte offset the text-format error points at. prost-reflect exposes it only through its
+/// `Debug` form (`span: a..b`) unless the `miette` feature is on.
+fn error_offset(debug: &str) -> Option<usize> {
+    let at = debug.find("span: ")? + "span: ".len();
+    let digits: String = debug[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The last `key: "value"` (quoted) before `offset`, used to name the layer around a parse error.
+fn last_quoted_value(text: &str, key: &str, offset: usize) -> Option<String> {
+    let before = &text[..offset.min(text.len())];
+    let mut search = before;
+    while let Some(pos) = search.rfind(key) {
+        let after = before[pos + key.len()..].trim_start();
+        let boundary_ok = pos == 0
+            || !search.as_bytes()[pos - 1].is_ascii_alphanumeric()
+                && search.as_bytes()[pos - 1] != b'_';
+        if boundary_ok && let Some(rest) = after.strip_prefix(':') {
+            let rest = rest.trim_start();
+            let quote = rest.chars().next()?;
+            if quote == '"' || quote == '\'' {
+                let end = rest[1..].find(quote)?;
+                return Some(rest[1..1 + end].to_string());
+            }
+        }
+        search = &before[..pos];
+    }
+    None
+}
+
+/// Parses protobuf text format into the prost message `T` whose full name is `full_name`.
+/// `path` only labels errors, which carry `path:line:col`.
+pub fn parse_text<T: Message + Default>(full_name: &str, text: &str, path: &Path) -> Result<T> {
+    let pool = DescriptorPool::decode(proto::DESCRIPTOR_SET)
+        .map_err(|e| Error::parse(path, format!("embedded caffe.proto descriptor: {e}")))?;
+    let desc = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| Error::parse(path, format!("no message {full_name} in caffe.proto")))?;
+    let msg = DynamicMessage::parse_text_format(desc, text).map_err(|e| {
+        let debug = format!("{e:?}");
+        let mut msg = e.to_string();
+        let line_col = match error_offset(&debug) {
+            Some(off) => {
+                let (line, col) = line_col(text, off);
+                if debug.contains("FieldNotFound") && debug.contains("caffe.LayerParameter") {
+                    let name = last_quoted_value(text, "name", off).unwrap_or_default();
+                    let kind = last_quoted_value(text, "type", off).unwrap_or_default();
+                    msg = format!(
+                        "layer '{name}' (type '{kind}'): unsupported layer parameter: {msg} \
+                         (not a BVLC Caffe field; the layer type is unsupported)"
+                    );
+                }
+                Some((line, col))
+            }
+            None => None,
+        };
+        Error::Parse { path: path.to_path_buf(), line_col, msg }
+    })?;
+    msg.transcode_to::<T>().map_err(|e| Error::parse(path, format!("transcoding {full_name}: {e}")))
+}
+
+/// Parses a net definition given as text (upgraded to the V2 form). `path` labels errors.
+///
+/// # Errors
+/// A syntax error names `path:line:col`; a legacy net that cannot be upgraded names the layer.
+pub fn parse_net_text(text: &str, path: &Path) -> Result<NetParameter> {
+    let net: NetParameter = parse_text("caffe.NetParameter", text, path)?;
+    upgrade_net(net, path)
+}
+
+/// Reads a `.prototxt` net definition (upgraded to the V2 form).
+///
+/// # Errors
+/// I/O errors, syntax errors (with `file:line:col`) and failed upgrades.
+pub fn read_net_prototxt(path: impl AsRef<Path>) -> Result<NetParameter> {
+    let path = path.as_ref();
+    parse_net_text(&read_text(path)?, path)
+}
+
+/// Reads a solver prototxt (`SolverParameter`, text format).
+///
+/// # Errors
+/// I/O and syntax errors (with `file:line:col`).
+pub fn read_solver_prototxt(path: impl AsRef<Path>) -> Result<SolverParameter> {
+    let path = path.as_ref();
+    parse_text("caffe.SolverParameter", &read_text(path)?, path)
+}
+
+/// Decodes a binary `NetParameter` (a `.caffemodel`), V1 or V2, upgraded to V2.
+///
+/// # Errors
+/// A truncated or corrupt file is an [`Error::Parse`] naming `path`.
+pub fn decode_caffemodel(bytes: &[u8], path: &Path) -> Result<NetParameter> {
+    let net = NetParameter::decode(bytes).map_err(|e| {
+        Error::parse(
+            path,
+            format!("not a valid binary caffe.NetParameter (truncated or corrupt?): {e}"),
+        )
+    })?;
+    upgrade_net(net, path)
+}
+
+/// Reads a binary `.caffemodel` (V1 `layers` or V2 `layer`), upgraded to the V2 form.
+///
+/// # Errors
+/// I/O errors; a truncated or corrupt file is an [`Error::Parse`] naming the file.
+pub fn read_caffemodel(path: impl AsRef<Path>) -> Result<NetParameter> {
+    let path = path.as_ref();
+    decode_caffemodel(&read_bytes(path)?, path)
+}
+
+/// Writes `net` as a binary `.caffemodel` (V2 `layer` format, packed float data).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_caffemodel(path: impl AsRef<Path>, net: &NetParameter) -> Result<()> {
+    let path = path.as_ref();
+    std::fs::write(path, net.encode_to_vec()).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a binary `BlobProto` (`.binaryproto`, e.g. a mean image).
+///
+/// # Errors
+/// I/O errors and corrupt files.
+pub fn read_binaryproto(path: impl AsRef<Path>) -> Result<BlobProto> {
+    let path = path.as_ref();
+    BlobProto::decode(&read_bytes(path)?[..])
+        .map_err(|e| Error::parse(path, format!("not a valid binary caffe.BlobProto: {e}")))
+}
+
+/// Reads a binary `.solverstate`.
+///
+/// # Errors
+/// I/O errors and corrupt files.
+pub fn read_solverstate(path: impl AsRef<Path>) -> Result<SolverState> {
+    let path = path.as_ref();
+    SolverState::decode(&read_bytes(path)?[..])
+        .map_err(|e| Error::parse(path, format!("not a valid binary caffe.SolverState: {e}")))
+}
+
+/// Reads a net definition in either form: binary when the extension is `.caffemodel` or
+/// `.binaryproto`, text otherwise.
+///
+/// # Errors
+/// As [`read_net_prototxt`] / [`read_caffemodel`].
+pub fn read_net_any(path: impl AsRef<Path>) -> Result<NetParameter> {
+    let path = path.as_ref();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("caffemodel") | Some("binaryproto") => read_caffemodel(path),
+        _ => read_net_prototxt(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let text = "name: \"x\"\nlayer {\n  name: \"a\"\n  type: \"ReLU\"\n  bogus_field: 3\n}\n";
+        let err = parse_net_text(text, Path::new("net.prototxt")).unwrap_err().to_string();
+        assert!(err.starts_with("net.prototxt:5:3: "), "{err}");
+        assert!(err.contains("bogus_field"), "{err}");
+        assert!(err.contains("layer 'a'"), "{err}");
+    }
+
+    #[test]
+    fn caffe_text_quirks_parse() {
+        let text = "# comment\nname: 'n'\ninput: \"data\"\ninput_shape: { dim: [1, 3] dim: 5 }\n\
+                    layer: { name: \"c\" type: \"Convolution\" bottom: \"data\" top: \"c\"\n\
+                    convolution_param { num_output: 2 kernel_size: [3, 1] engine: CAFFE } }\n";
+        let net = parse_net_text(text, Path::new("t")).unwrap();
+        let conv = net.layer[1].convolution_param.as_ref().unwrap();
+        assert_eq!(conv.kernel_size, vec![3, 1]);
+        assert!(conv.bias_term());
+        assert_eq!(net.layer[0].input_param.as_ref().unwrap().shape[0].dim, vec![1, 3, 5]);
+    }
+
+    #[test]
+    fn truncated_caffemodel_is_an_error() {
+        let mut net = NetParameter { name: Some("n".into()), ..Default::default() };
+        net.layer.push(proto::LayerParameter {
+            name: Some("ip".into()),
+            blobs: vec![BlobProto { data: vec![1.0; 100], ..Default::default() }],
+            ..Default::default()
+        });
+        let bytes = net.encode_to_vec();
+        let err =
+            decode_caffemodel(&bytes[..bytes.len() - 7], Path::new("w.caffemodel")).unwrap_err();
+        assert!(err.to_string().starts_with("w.caffemodel: not a valid binary"), "{err}");
+        assert_eq!(
+            decode_caffemodel(&bytes, Path::new("w")).unwrap().layer[0].blobs[0].data.len(),
+            100
+        );
+    }
+}

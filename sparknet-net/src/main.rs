@@ -1,0 +1,2 @@
+//! The `sparknet-net` command line (inspect, forward, classify, time, export).
+fn main() {}

@@ -1,0 +1,621 @@
+//! [`Net`]: a built Caffe net over candle tensors: layers in order, blobs by name, learnable
+//! parameters per layer, shape inference and reshape, forward, weight I/O.
+//!
+//! Execution model (see the crate docs): Caffe's static list of layers over named blobs, run in
+//! order; every top is a new "slot", and a blob name means the slot its last writer produced
+//! (so an in-place layer's result is what later readers, and [`Net::blob`], see).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle::{DType, Device, Tensor};
+
+use crate::blob::{blob_fits, blob_shape, blob_to_tensor, tensor_to_blob};
+use crate::graph::{NetGraph, state_for};
+use crate::layers::{ForwardCtx, Layer, LayerRegistry, Shape};
+use crate::load::{read_caffemodel, read_net_prototxt, write_caffemodel};
+use crate::proto::{LayerParameter, NetParameter, NetState, Phase};
+use crate::{Error, Result};
+
+/// Learnable blobs by layer name (SparkNet's `getWeights`/`setWeights` collection).
+pub type WeightCollection = BTreeMap<String, Vec<Tensor>>;
+
+/// How to build a [`Net`].
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// TRAIN or TEST (selects layers by include/exclude and switches Dropout/BatchNorm).
+    pub phase: Phase,
+    /// Net stages for the include/exclude rules.
+    pub stages: Vec<String>,
+    /// Net level for the include/exclude rules.
+    pub level: i32,
+    /// The device blobs and parameters live on.
+    pub device: Device,
+    /// Shapes for fed blobs (overriding or completing what Input/Data layers declare).
+    pub input_shapes: HashMap<String, Shape>,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            phase: Phase::Test,
+            stages: Vec::new(),
+            level: 0,
+            device: Device::Cpu,
+            input_shapes: HashMap::new(),
+        }
+    }
+}
+
+/// Summary of one layer for display (`inspect`).
+#[derive(Debug, Clone)]
+pub struct LayerInfo {
+    /// Layer name.
+    pub name: String,
+    /// Caffe type.
+    pub kind: String,
+    /// Bottom blob names.
+    pub bottoms: Vec<String>,
+    /// Top blob names with their shapes (`None`: unknown until the inputs are fed).
+    pub tops: Vec<(String, Option<Shape>)>,
+    /// Learnable blob shapes (`None` when the bottoms' shapes are unknown).
+    pub params: Option<Vec<Shape>>,
+    /// True for an implicit Split.
+    pub auto_split: bool,
+}
+
+/// A built net.
+pub struct Net {
+    graph: NetGraph,
+    config: NetConfig,
+    layers: Vec<Box<dyn Layer>>,
+    params: Vec<Vec<Tensor>>,
+    param_shapes: Vec<Option<Vec<Shape>>>,
+    /// (layer, blob) -> owner (layer, blob) for `param { name }` sharing.
+    shared: Vec<Vec<Option<(usize, usize)>>>,
+    bottom_slots: Vec<Vec<usize>>,
+    top_slots: Vec<Vec<usize>>,
+    slot_names: Vec<String>,
+    name_to_slot: HashMap<String, usize>,
+    shapes: Vec<Option<Shape>>,
+    values: Vec<Option<Tensor>>,
+    loss_weights: Vec<Vec<f32>>,
+}
+
+impl Net {
+    /// Builds the net `param` describes (already upgraded) for `config`.
+    ///
+    /// # Errors
+    /// Unsupported layers (naming layer and type), bad parameters, missing bottoms, bad blob
+    /// counts and shape errors, each naming the layer.
+    pub fn new(param: &NetParameter, config: NetConfig) -> Result<Net> {
+        Self::with_registry(param, config, &LayerRegistry::default())
+    }
+
+    /// As [`Net::new`] with a custom layer registry.
+    ///
+    /// # Errors
+    /// As [`Net::new`].
+    pub fn with_registry(
+        param: &NetParameter,
+        config: NetConfig,
+        registry: &LayerRegistry,
+    ) -> Result<Net> {
+        let state = NetState {
+            stage: config.stages.clone(),
+            level: Some(config.level),
+            ..state_for(config.phase)
+        };
+        let graph = NetGraph::build(param, Some(&state))?;
+        let mut layers = Vec::with_capacity(graph.layers.len());
+        let (mut bottom_slots, mut top_slots) = (Vec::new(), Vec::new());
+        let (mut slot_names, mut name_to_slot) = (Vec::new(), HashMap::new());
+        let mut loss_weights = Vec::new();
+        for node in &graph.layers {
+            let layer = registry.create(&node.param)?;
+            let bs = node
+                .bottoms
+                .iter()
+                .map(|b| {
+                    name_to_slot.get(b).copied().ok_or_else(|| Error::MissingBlob {
+                        layer: node.name.clone(),
+                        blob: b.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let ts: Vec<usize> = node
+                .tops
+                .iter()
+                .map(|t| {
+                    slot_names.push(t.clone());
+                    name_to_slot.insert(t.clone(), slot_names.len() - 1);
+                    slot_names.len() - 1
+                })
+                .collect();
+            let lw: Vec<f32> = (0..node.tops.len())
+                .map(|j| match node.param.loss_weight.get(j) {
+                    Some(&w) => w,
+                    None if j == 0 && node.param.loss_weight.is_empty() => {
+                        layer.loss_weight_default()
+                    }
+                    None => 0.0,
+                })
+                .collect();
+            bottom_slots.push(bs);
+            top_slots.push(ts);
+            loss_weights.push(lw);
+            layers.push(layer);
+        }
+        let n = layers.len();
+        let n_slots = slot_names.len();
+        let mut net = Net {
+            graph,
+            config,
+            layers,
+            params: vec![Vec::new(); n],
+            param_shapes: vec![None; n],
+            shared: vec![Vec::new(); n],
+            bottom_slots,
+            top_slots,
+            slot_names,
+            name_to_slot,
+            shapes: vec![None; n_slots],
+            values: vec![None; n_slots],
+            loss_weights,
+        };
+        let fed = net.config.input_shapes.clone();
+        net.infer_shapes(&fed)?;
+        Ok(net)
+    }
+
+    /// Reads a net definition and, optionally, its weights.
+    ///
+    /// # Errors
+    /// As [`read_net_prototxt`], [`Net::new`] and [`Net::copy_from`].
+    pub fn from_files(
+        model: impl AsRef<Path>,
+        weights: Option<&Path>,
+        config: NetConfig,
+    ) -> Result<Net> {
+        let mut net = Net::new(&read_net_prototxt(model)?, config)?;
+        if let Some(w) = weights {
+            net.copy_from(&read_caffemodel(w)?)?;
+        }
+        Ok(net)
+    }
+
+    /// Shape inference over all layers given the fed shapes; sets up layers (and allocates zero
+    /// parameters) the first time their bottom shapes are known.
+    fn infer_shapes(&mut self, fed: &HashMap<String, Shape>) -> Result<()> {
+        let dev = self.config.device.clone();
+        let mut owners: HashMap<String, (usize, usize)> = HashMap::new();
+        for i in 0..self.layers.len() {
+            let node = &self.graph.layers[i];
+            let tops: Vec<Option<Shape>> = if self.layers[i].is_input() {
+                let declared = self.layers[i].declared_shapes();
+                node.tops
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| {
+                        fed.get(t).cloned().or_else(|| declared.get(j).cloned().flatten())
+                    })
+                    .collect()
+            } else {
+                let bottoms: Option<Vec<Shape>> =
+                    self.bottom_slots[i].iter().map(|&s| self.shapes[s].clone()).collect();
+                match bottoms {
+                    None => vec![None; node.tops.len()],
+                    Some(bottoms) => {
+                        let pshapes = self.layers[i].setup(&bottoms)?;
+                        match &self.param_shapes[i] {
+                            None => {
+                                self.params[i] = pshapes
+                                    .iter()
+                                    .map(|s| Tensor::zeros(s.as_slice(), DType::F32, &dev))
+                                    .collect::<candle::Result<_>>()?;
+                                self.shared[i] = vec![None; pshapes.len()];
+                                self.param_shapes[i] = Some(pshapes);
+                            }
+                            Some(old) => {
+                                for (k, (o, p)) in old.iter().zip(&pshapes).enumerate() {
+                                    if o != p {
+                                        return Err(Error::ShapeMismatch {
+                                            layer: node.name.clone(),
+                                            what: format!(
+                                                "parameter blob {k} for the new bottom shapes {bottoms:?}"
+                                            ),
+                                            expected: o.clone(),
+                                            got: p.clone(),
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                        let mut tops = self.layers[i].reshape(&bottoms)?;
+                        tops.truncate(node.tops.len());
+                        tops.into_iter().map(Some).collect()
+                    }
+                }
+            };
+            for (k, spec) in node.param.param.iter().enumerate() {
+                if let Some(name) = spec.name.as_deref().filter(|n| !n.is_empty()) {
+                    match owners.get(name) {
+                        Some(&(ol, ob)) if k < self.params[i].len() => {
+                            if self.params[ol].get(ob).map(Tensor::dims)
+                                != Some(self.params[i][k].dims())
+                            {
+                                return Err(Error::ShapeMismatch {
+                                    layer: node.name.clone(),
+                                    what: format!("shared parameter '{name}'"),
+                                    expected: self.params[ol][ob].dims().to_vec(),
+                                    got: self.params[i][k].dims().to_vec(),
+                                });
+                            }
+                            self.shared[i][k] = Some((ol, ob));
+                            self.params[i][k] = self.params[ol][ob].clone();
+                        }
+                        Some(_) => {}
+                        None => {
+                            owners.insert(name.to_string(), (i, k));
+                        }
+                    }
+                }
+            }
+            for (j, t) in tops.into_iter().enumerate() {
+                self.shapes[self.top_slots[i][j]] = t;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-infers every shape for new fed input shapes (Caffe's `Net::Reshape` after reshaping the
+    /// input blobs).
+    ///
+    /// # Errors
+    /// Shapes a layer rejects, or that change a layer's parameter shapes.
+    pub fn reshape(&mut self, inputs: &HashMap<String, Shape>) -> Result<()> {
+        for name in inputs.keys() {
+            if !self.input_names().iter().any(|n| n == name) {
+                return Err(Error::NotFound(format!(
+                    "'{name}' is not an input of the net (inputs: {:?})",
+                    self.input_names()
+                )));
+            }
+        }
+        let mut fed = self.config.input_shapes.clone();
+        fed.extend(inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.infer_shapes(&fed)?;
+        self.config.input_shapes = fed;
+        Ok(())
+    }
+
+    /// Names of the blobs the caller feeds (tops of Input/Data/ImageData/MemoryData layers).
+    pub fn input_names(&self) -> Vec<String> {
+        (0..self.layers.len())
+            .filter(|&i| self.layers[i].is_input())
+            .flat_map(|i| self.graph.layers[i].tops.clone())
+            .collect()
+    }
+
+    /// Blobs no layer reads (the net's outputs), in order.
+    pub fn output_names(&self) -> Vec<String> {
+        let read: std::collections::HashSet<usize> =
+            self.bottom_slots.iter().flatten().copied().collect();
+        (0..self.slot_names.len())
+            .filter(|s| !read.contains(s) && self.name_to_slot.get(&self.slot_names[*s]) == Some(s))
+            .map(|s| self.slot_names[s].clone())
+            .collect()
+    }
+
+    /// Runs the net on the fed inputs (reshaping first when their shapes changed) and returns the
+    /// weighted loss (0 for nets without loss layers). Every blob stays readable via [`Net::blob`].
+    ///
+    /// # Errors
+    /// Unknown or missing inputs, shape errors, candle/kernel errors, naming the layer.
+    pub fn forward(&mut self, inputs: &HashMap<String, Tensor>) -> Result<f32> {
+        let inputs_needed = self.input_names();
+        for name in inputs.keys() {
+            if !inputs_needed.contains(name) {
+                return Err(Error::NotFound(format!(
+                    "'{name}' is not an input of the net (inputs: {inputs_needed:?})"
+                )));
+            }
+        }
+        let shapes: HashMap<String, Shape> =
+            inputs.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
+        let changed =
+            shapes.iter().any(|(k, s)| self.shapes[self.name_to_slot[k]].as_ref() != Some(s));
+        if changed {
+            self.reshape(&shapes)?;
+        }
+        let ctx = ForwardCtx { phase: self.config.phase, device: self.config.device.clone() };
+        let mut loss = 0f32;
+        for i in 0..self.layers.len() {
+            let node = &self.graph.layers[i];
+            let tops: Vec<Tensor> = if self.layers[i].is_input() {
+                node.tops
+                    .iter()
+                    .map(|t| {
+                        let v = inputs.get(t).ok_or_else(|| {
+                            Error::NotFound(format!(
+                                "input blob '{t}' (layer '{}') was not fed",
+                                node.name
+                            ))
+                        })?;
+                        Ok(v.to_device(&self.config.device)?.to_dtype(DType::F32)?)
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                let bottoms: Vec<&Tensor> = self.bottom_slots[i]
+                    .iter()
+                    .map(|&s| {
+                        self.values[s].as_ref().ok_or_else(|| {
+                            Error::NotFound(format!(
+                                "layer '{}': bottom '{}' has no value",
+                                node.name, self.slot_names[s]
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let tops = self.layers[i].forward(&ctx, &bottoms, &self.params[i])?;
+                if tops.len() != node.tops.len() {
+                    return Err(Error::BlobCount {
+                        layer: node.name.clone(),
+                        kind: node.kind.clone(),
+                        what: "top",
+                        expected: node.tops.len().to_string(),
+                        got: tops.len(),
+                    });
+                }
+                tops
+            };
+            for (j, t) in tops.into_iter().enumerate() {
+                let w = self.loss_weights[i][j];
+                if w != 0.0 {
+                    loss += w * t.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                }
+                self.values[self.top_slots[i][j]] = Some(t);
+            }
+        }
+        Ok(loss)
+    }
+
+    /// A blob's value after the last forward: the output of the last layer that wrote `name`.
+    pub fn blob(&self, name: &str) -> Option<&Tensor> {
+        self.name_to_slot.get(name).and_then(|&s| self.values[s].as_ref())
+    }
+
+    /// A blob's inferred shape (`None`: unknown, or no such blob).
+    pub fn blob_shape(&self, name: &str) -> Option<&Shape> {
+        self.name_to_slot.get(name).and_then(|&s| self.shapes[s].as_ref())
+    }
+
+    /// All blob names, in creation order (an in-place name once).
+    pub fn blob_names(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.slot_names.iter().filter(|n| seen.insert(n.as_str())).cloned().collect()
+    }
+
+    /// The IR the net was built from.
+    pub fn graph(&self) -> &NetGraph {
+        &self.graph
+    }
+
+    /// The device of blobs and parameters.
+    pub fn device(&self) -> &Device {
+        &self.config.device
+    }
+
+    /// The phase the net was built for.
+    pub fn phase(&self) -> Phase {
+        self.config.phase
+    }
+
+    /// Per-layer summaries (shapes and parameter shapes).
+    pub fn layer_infos(&self) -> Vec<LayerInfo> {
+        self.graph
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| LayerInfo {
+                name: n.name.clone(),
+                kind: n.kind.clone(),
+                bottoms: n.bottoms.clone(),
+                tops: n
+                    .tops
+                    .iter()
+                    .zip(&self.top_slots[i])
+                    .map(|(t, &s)| (t.clone(), self.shapes[s].clone()))
+                    .collect(),
+                params: self.param_shapes[i].clone(),
+                auto_split: n.auto_split,
+            })
+            .collect()
+    }
+
+    /// Number of layers (implicit splits included).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Runs layer `i` alone on its current bottoms (for per-layer timing); needs a prior forward.
+    ///
+    /// # Errors
+    /// As [`Net::forward`].
+    pub fn forward_layer(&mut self, i: usize) -> Result<()> {
+        if self.layers[i].is_input() {
+            return Ok(());
+        }
+        let ctx = ForwardCtx { phase: self.config.phase, device: self.config.device.clone() };
+        let bottoms: Vec<&Tensor> = self.bottom_slots[i]
+            .iter()
+            .map(|&s| {
+                self.values[s].as_ref().ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "layer '{}': run forward first",
+                        self.graph.layers[i].name
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let tops = self.layers[i].forward(&ctx, &bottoms, &self.params[i])?;
+        for (j, t) in tops.into_iter().enumerate() {
+            self.values[self.top_slots[i][j]] = Some(t);
+        }
+        Ok(())
+    }
+
+    /// The learnable blobs of every layer that has some, by layer name.
+    pub fn params(&self) -> WeightCollection {
+        self.graph
+            .layers
+            .iter()
+            .zip(&self.params)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(n, p)| (n.name.clone(), p.clone()))
+            .collect()
+    }
+
+    /// Replaces learnable blobs by layer name; layers not named keep theirs.
+    ///
+    /// # Errors
+    /// An unknown layer, a wrong blob count or shape (naming layer and both shapes).
+    pub fn set_params(&mut self, weights: &WeightCollection) -> Result<()> {
+        for (name, blobs) in weights {
+            let i = self.layer_index(name)?;
+            if blobs.len() != self.params[i].len() {
+                return Err(Error::BlobCount {
+                    layer: name.clone(),
+                    kind: self.graph.layers[i].kind.clone(),
+                    what: "parameter",
+                    expected: self.params[i].len().to_string(),
+                    got: blobs.len(),
+                });
+            }
+            for (k, b) in blobs.iter().enumerate() {
+                if b.dims() != self.params[i][k].dims() {
+                    return Err(Error::ShapeMismatch {
+                        layer: name.clone(),
+                        what: format!("parameter blob {k}"),
+                        expected: self.params[i][k].dims().to_vec(),
+                        got: b.dims().to_vec(),
+                    });
+                }
+                self.params[i][k] = b.to_device(&self.config.device)?.to_dtype(DType::F32)?;
+            }
+        }
+        self.sync_shared();
+        Ok(())
+    }
+
+    fn sync_shared(&mut self) {
+        for i in 0..self.params.len() {
+            for k in 0..self.shared[i].len() {
+                if let Some((ol, ob)) = self.shared[i][k] {
+                    self.params[i][k] = self.params[ol][ob].clone();
+                }
+            }
+        }
+    }
+
+    fn layer_index(&self, name: &str) -> Result<usize> {
+        self.graph.layers.iter().position(|l| l.name == name).ok_or_else(|| {
+            Error::NotFound(format!("no layer named '{name}' in net '{}'", self.graph.name))
+        })
+    }
+
+    /// Copies trained blobs from a (weights) net by layer name, as Caffe's
+    /// `CopyTrainedLayersFrom`: source layers absent here are ignored; a layer present in both
+    /// must match in blob count and shapes (legacy 4-D blob shapes are accepted as Caffe does).
+    ///
+    /// # Errors
+    /// Count or shape mismatches naming the layer and both shapes; layers whose shapes are still
+    /// unknown.
+    pub fn copy_from(&mut self, weights: &NetParameter) -> Result<()> {
+        let index: HashMap<&str, usize> =
+            self.graph.layers.iter().enumerate().map(|(i, l)| (l.name.as_str(), i)).collect();
+        for src in &weights.layer {
+            let Some(&i) = index.get(src.name()) else { continue };
+            if src.blobs.is_empty() && self.params[i].is_empty() {
+                continue;
+            }
+            let Some(shapes) = self.param_shapes[i].clone() else {
+                return Err(Error::NotFound(format!(
+                    "layer '{}': parameter shapes unknown (feed or declare the input shapes first)",
+                    src.name()
+                )));
+            };
+            if src.blobs.len() != shapes.len() {
+                return Err(Error::BlobCount {
+                    layer: src.name().to_string(),
+                    kind: self.graph.layers[i].kind.clone(),
+                    what: "parameter",
+                    expected: shapes.len().to_string(),
+                    got: src.blobs.len(),
+                });
+            }
+            for (k, (b, s)) in src.blobs.iter().zip(&shapes).enumerate() {
+                if !blob_fits(b, s) {
+                    return Err(Error::ShapeMismatch {
+                        layer: src.name().to_string(),
+                        what: format!("caffemodel blob {k} against the prototxt"),
+                        expected: s.clone(),
+                        got: blob_shape(b),
+                    });
+                }
+                self.params[i][k] =
+                    blob_to_tensor(b, s, &self.config.device, src.name(), &format!("blob {k}"))?;
+            }
+        }
+        self.sync_shared();
+        Ok(())
+    }
+
+    /// The net as a V2 `NetParameter` with its blobs (what Caffe's `Net::ToProto` writes; the
+    /// implicit splits are left out, Caffe re-inserts them on load).
+    ///
+    /// # Errors
+    /// candle errors while copying blobs to the host.
+    pub fn to_proto(&self) -> Result<NetParameter> {
+        let mut layers = Vec::new();
+        for (node, params) in self.graph.layers.iter().zip(&self.params) {
+            if node.auto_split {
+                continue;
+            }
+            let mut p: LayerParameter = node.param.clone();
+            p.blobs = params.iter().map(tensor_to_blob).collect::<Result<_>>()?;
+            layers.push(p);
+        }
+        Ok(NetParameter {
+            name: Some(self.graph.name.clone()),
+            layer: layers,
+            ..Default::default()
+        })
+    }
+
+    /// Writes the weights as a binary V2 `.caffemodel`.
+    ///
+    /// # Errors
+    /// I/O and candle errors.
+    pub fn save_caffemodel(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_caffemodel(path, &self.to_proto()?)
+    }
+
+    /// Writes the weights as safetensors, keyed `<layer>.<blob index>`.
+    ///
+    /// # Errors
+    /// I/O and candle errors.
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut map = HashMap::new();
+        for (name, blobs) in self.params() {
+            for (k, t) in blobs.into_iter().enumerate() {
+                map.insert(format!("{name}.{k}"), t);
+            }
+        }
+        let path = path.as_ref();
+        candle::safetensors::save(&map, path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+}

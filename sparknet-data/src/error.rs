@@ -105,6 +105,9 @@ pub enum Error {
         /// The number of records.
         len: usize,
     },
+    /// Building a `sparknet_tensor::Tensor` failed.
+    #[error("tensor: {0}")]
+    Tensor(#[from] sparknet_tensor::Error),
     /// An argument or configuration that cannot work (zero world size, crop larger than image...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -113,6 +113,42 @@ impl Batch {
         self.epoch
     }
 
+    /// The images as a `sparknet_tensor::Tensor<f32>` of shape `[n, c, h, w]` (a copy: the
+    /// buffer itself goes back to the loader). With the `candle` feature, the tensor converts on
+    /// with `to_candle(&device)`.
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] if the tensor cannot be built (it cannot for a well-formed batch).
+    pub fn to_tensor(&self) -> Result<sparknet_tensor::Tensor<f32>> {
+        Ok(sparknet_tensor::Tensor::from_vec(self.data.clone(), &self.shape)?)
+    }
+
+    /// The labels as a `Tensor<f32>` of shape `[n]` (Caffe's label blob holds floats).
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] if the tensor cannot be built.
+    pub fn labels_tensor(&self) -> Result<sparknet_tensor::Tensor<f32>> {
+        let v = self.labels.iter().map(|&l| l as f32).collect();
+        Ok(sparknet_tensor::Tensor::from_vec(v, &[self.shape[0]])?)
+    }
+
+    /// Copies the images into `dst`, which must hold exactly `n * c * h * w` values (for
+    /// allocation-free hand-off into a buffer the caller reuses).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a length mismatch.
+    pub fn copy_to(&self, dst: &mut [f32]) -> Result<()> {
+        if dst.len() != self.data.len() {
+            return Err(Error::InvalidArgument(format!(
+                "destination holds {} values, the batch {}",
+                dst.len(),
+                self.data.len()
+            )));
+        }
+        dst.copy_from_slice(&self.data);
+        Ok(())
+    }
+
     /// Corrupt records skipped while filling this batch.
     pub fn skipped(&self) -> usize {
         self.skipped

@@ -14,7 +14,7 @@
 //! One deliberate difference: Caffe mirrors in every phase when `mirror: true`; here, as the
 //! project specifies, mirroring happens in TRAIN only.
 
-use crate::decode::{ColorMode, Decoder, Pixels};
+use crate::decode::{ColorMode, Decoder, Pixels, Src};
 use crate::error::{Error, Result};
 use crate::proto::BlobProto;
 use crate::reader::Record;
@@ -222,18 +222,15 @@ impl Transformer {
                         m.c, m.h, m.w, px.h, px.w
                     ));
                 }
-                run(px, aug, oh, ow, out, |ch, y, x, v| {
-                    (v - m.data[(ch * px.h + y) * px.w + x]) * scale
-                });
+                run(px, aug, oh, ow, out, MeanRef::File(&m.data), scale);
             }
             Mean::Values(v) => {
                 if v.len() != 1 && v.len() != c {
                     return Err(format!("{} mean values for a {c}-channel image", v.len()));
                 }
-                let mv = |ch: usize| if v.len() == 1 { v[0] } else { v[ch] };
-                run(px, aug, oh, ow, out, |ch, _, _, x| (x - mv(ch)) * scale);
+                run(px, aug, oh, ow, out, MeanRef::Values(v), scale);
             }
-            Mean::None => run(px, aug, oh, ow, out, |_, _, _, v| v * scale),
+            Mean::None => run(px, aug, oh, ow, out, MeanRef::Values(&[0.0]), scale),
         }
         Ok(())
     }
@@ -256,31 +253,83 @@ impl Transformer {
     }
 }
 
-/// The shared loop: `f(channel, source row, source column, value)` gives the output value.
-#[inline(always)]
+/// The mean in the form the row loop needs.
+#[derive(Clone, Copy)]
+enum MeanRef<'a> {
+    /// A full `c x h x w` mean image.
+    File(&'a [f32]),
+    /// One value per channel, or one for all.
+    Values(&'a [f32]),
+}
+
+/// The shared loop, one output row at a time: the source layout and the mean kind are resolved
+/// per row so the per-pixel work is a load, a subtract and a multiply.
 fn run(
     px: &Pixels<'_>,
     aug: Augment,
     oh: usize,
     ow: usize,
     out: &mut [f32],
-    f: impl Fn(usize, usize, usize, f32) -> f32,
+    mean: MeanRef<'_>,
+    scale: f32,
 ) {
+    let (h, w) = (px.h, px.w);
     for ch in 0..px.c {
         for y in 0..oh {
             let sy = aug.h_off + y;
             let row = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
-            if aug.mirror {
-                for (x, o) in row.iter_mut().rev().enumerate() {
-                    let sx = aug.w_off + x;
-                    *o = f(ch, sy, sx, px.at(ch, sy, sx));
+            let (mrow, mv) = match mean {
+                MeanRef::File(m) => (Some(&m[(ch * h + sy) * w + aug.w_off..][..ow]), 0.0),
+                MeanRef::Values(v) => (None, if v.len() == 1 { v[0] } else { v[ch] }),
+            };
+            match px.src {
+                Src::ChwU8 { data, sc } => {
+                    let p = if sc == 1 { 0 } else { ch };
+                    let s = &data[(p * h + sy) * w + aug.w_off..][..ow];
+                    write_row(s.iter().map(|&v| v as f32), mrow, mv, scale, aug.mirror, row);
                 }
-            } else {
-                for (x, o) in row.iter_mut().enumerate() {
-                    let sx = aug.w_off + x;
-                    *o = f(ch, sy, sx, px.at(ch, sy, sx));
+                Src::ChwF32 { data, sc } => {
+                    let p = if sc == 1 { 0 } else { ch };
+                    let s = &data[((p * h + sy) * w + aug.w_off) * 4..][..ow * 4];
+                    let it =
+                        s.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    write_row(it, mrow, mv, scale, aug.mirror, row);
+                }
+                Src::HwcRgb { data, sc } => {
+                    let p = if sc < 3 { 0 } else { 2 - ch };
+                    let s = &data[(sy * w + aug.w_off) * sc..][..ow * sc];
+                    if sc == 3 {
+                        // The common case, with a constant stride the compiler can unroll.
+                        let it = s.chunks_exact(3).map(|px| px[p] as f32);
+                        write_row(it, mrow, mv, scale, aug.mirror, row);
+                    } else {
+                        let it = s.chunks_exact(sc).map(|px| px[p] as f32);
+                        write_row(it, mrow, mv, scale, aug.mirror, row);
+                    }
                 }
             }
         }
+    }
+}
+
+/// `row[x] = (src[x] - mean[x]) * scale`, reversed when mirrored.
+#[inline(always)]
+fn write_row(
+    src: impl Iterator<Item = f32>,
+    mrow: Option<&[f32]>,
+    mv: f32,
+    scale: f32,
+    mirror: bool,
+    row: &mut [f32],
+) {
+    match (mrow, mirror) {
+        (Some(m), false) => {
+            row.iter_mut().zip(src.zip(m)).for_each(|(o, (v, m))| *o = (v - m) * scale)
+        }
+        (Some(m), true) => {
+            row.iter_mut().rev().zip(src.zip(m)).for_each(|(o, (v, m))| *o = (v - m) * scale)
+        }
+        (None, false) => row.iter_mut().zip(src).for_each(|(o, v)| *o = (v - mv) * scale),
+        (None, true) => row.iter_mut().rev().zip(src).for_each(|(o, v)| *o = (v - mv) * scale),
     }
 }

@@ -41,9 +41,20 @@ fn sequential_test_batches_wrap_into_the_next_epoch() {
         seen.extend_from_slice(batch.indices());
     }
     let want: Vec<usize> = (0..20).map(|k| k % 10).collect();
+    let last = l.next_batch().unwrap();
+    let t = last.to_tensor().unwrap();
+    assert_eq!(t.shape(), &[4, 1, 6, 6]);
+    assert_eq!(t.to_vec(), last.data());
+    let labels = last.labels_tensor().unwrap();
+    assert_eq!(labels.to_vec(), last.labels().iter().map(|&x| x as f32).collect::<Vec<_>>());
+    let mut dst = vec![0.0; 4 * 36];
+    last.copy_to(&mut dst).unwrap();
+    assert_eq!(dst, last.data());
+    assert!(matches!(last.copy_to(&mut dst[1..]), Err(Error::InvalidArgument(_))));
+    drop(last);
     assert_eq!(seen, want);
     let s = l.stats();
-    assert_eq!(s.batches, 5);
+    assert_eq!(s.batches, 6);
     assert!(s.wait > std::time::Duration::ZERO);
 }
 

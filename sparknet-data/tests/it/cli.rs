@@ -79,3 +79,57 @@ fn convert_inspect_mean_verify_and_dump() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 corrupt records skipped"));
 }
+
+#[test]
+fn convert_images_and_cifar10_through_the_binary() {
+    let Some(data) = data_dir("cli_images") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    for (class, file) in [
+        ("cat", "caffe_examples/cat.jpg"),
+        ("cat", "caffe_examples/cat_gray.jpg"),
+        ("face", "mtcnn_faces/test1.jpg"),
+    ] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        let name = std::path::Path::new(file).file_name().unwrap();
+        std::fs::copy(data.join("images").join(file), root.join(class).join(name)).unwrap();
+    }
+    let out = tmp.path().join("raw");
+    ok(bin().args(["convert", "images", "--root"]).arg(&root).arg("--out").arg(&out).args([
+        "--resize",
+        "16,12",
+        "--raw",
+        "--shuffle",
+        "--seed",
+        "3",
+        "--shard-size",
+        "2",
+    ]));
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!((ds.len(), ds.shards().len(), ds.manifest().shape), (3, 2, Some([3, 12, 16])));
+    assert_eq!(ds.manifest().classes, vec!["cat", "face"]);
+    let mut labels: Vec<u32> = ds.iter().map(|r| r.unwrap().label).collect();
+    labels.sort_unstable();
+    assert_eq!(labels, vec![0, 0, 1]);
+    let bad = bin()
+        .args(["convert", "images", "--root"])
+        .arg(&root)
+        .arg("--out")
+        .arg(&out)
+        .args(["--resize", "16x12"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    let cifar = tmp.path().join("cifar");
+    ok(bin()
+        .args(["convert", "cifar10", "--split", "test", "--input"])
+        .arg(data.join("cifar10"))
+        .arg("--out")
+        .arg(&cifar));
+    let text = ok(bin().arg("inspect").arg(&cifar));
+    assert!(
+        text.contains("records:   10000") && text.contains("airplane") && text.contains("3x32x32"),
+        "{text}"
+    );
+}

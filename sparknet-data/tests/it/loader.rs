@@ -172,3 +172,36 @@ fn bad_configurations_are_errors() {
         Err(Error::BadRecord { record: 0, ref reason, .. }) if reason.contains("crop_size 7")
     ));
 }
+
+#[test]
+fn undecodable_jpeg_names_shard_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut good = Vec::new();
+    let img = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 30, y as u8 * 30, 7]));
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut good), image::ImageFormat::Png)
+        .unwrap();
+    let recs: Vec<Rec> = vec![
+        (0, [3, 8, 8], good.clone()),
+        (1, [3, 8, 8], b"\x89PNG\r\n\x1a\n broken".to_vec()),
+        (0, [3, 8, 8], good),
+    ];
+    let m = write(dir.path(), Encoding::Encoded, 2, &recs);
+    let config = LoaderConfig { batch_size: 3, phase: Phase::Test, ..Default::default() };
+    let mut l = Loader::new(open(dir.path()), config).unwrap();
+    match l.next_batch() {
+        Err(Error::BadRecord { path, record, reason }) => {
+            assert_eq!((path, record), (dir.path().join(&m.shards[0].file), 1));
+            assert!(reason.contains("decode"), "{reason}");
+        }
+        Err(e) => panic!("expected BadRecord, got {e}"),
+        Ok(_) => panic!("expected BadRecord, got a batch"),
+    }
+    let ds = open(dir.path());
+    let e = sparknet_data::compute_mean(&ds, false, &|_| {}).unwrap_err();
+    assert!(matches!(e, Error::BadRecord { record: 1, .. }), "{e}");
+    let report = sparknet_data::compute_mean(&ds, true, &|_| {}).unwrap();
+    assert_eq!((report.records, report.skipped.len()), (2, 1));
+    // PNG decodes to BGR: the first pixel of channel 0 is the blue value 7.
+    assert_eq!(report.blob.data[0], 7.0);
+}

@@ -58,7 +58,9 @@ fn scan_dataset() -> (tempfile::TempDir, Dataset) {
 
 /// Builds (once) the 256x256 JPEG set from the shared photos; returns the file paths.
 fn jpeg_set() -> Vec<PathBuf> {
-    let out = workspace_root().join("target/bench-data/jpeg256");
+    let out = std::env::var_os("SPARKNET_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/bench-data/jpeg256"));
     let assets = std::env::var_os("SPARKNET_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/assets"));
@@ -87,7 +89,18 @@ fn jpeg_set() -> Vec<PathBuf> {
         }
         files.push(dst);
     }
-    assert!(!files.is_empty(), "no source photos under {}", src.display());
+    if files.is_empty() {
+        // No photos here (a bare machine): use a set built earlier and copied along.
+        files = std::fs::read_dir(&out).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        files.retain(|p| p.extension().is_some_and(|e| e == "jpg"));
+        files.sort();
+    }
+    assert!(
+        !files.is_empty(),
+        "no source photos under {} and no JPEGs in {}",
+        src.display(),
+        out.display()
+    );
     files
 }
 

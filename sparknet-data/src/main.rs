@@ -274,7 +274,7 @@ fn inspect(dir: &Path, json: bool, dump: Option<usize>, out: Option<&Path>) -> A
     let mut hist = vec![0u64; m.classes.len()];
     for shard in ds.shards() {
         for i in 0..shard.len() {
-            let l = shard.entry(i).label as usize;
+            let l = shard.entry(i)?.label as usize;
             if l >= hist.len() {
                 hist.resize(l + 1, 0);
             }

@@ -123,6 +123,13 @@ impl Shard {
     fn validate(path: PathBuf, bytes: Bytes) -> Result<Shard> {
         let b = bytes.as_slice();
         let len = b.len() as u64;
+        if b.len() < HEADER_LEN {
+            // Checked again here: the file may have shrunk between `metadata` and the map/read.
+            return Err(Error::Truncated {
+                path,
+                what: format!("file is {len} bytes, shorter than the {HEADER_LEN}-byte header"),
+            });
+        }
         let mut head = [0u8; HEADER_LEN];
         head.copy_from_slice(&b[..HEADER_LEN]);
         let mut magic = [0u8; 8];
@@ -240,8 +247,19 @@ impl Shard {
         self.encoding
     }
 
-    /// Index entry `i` (`i < len()`).
-    pub fn entry(&self, i: usize) -> IndexEntry {
+    /// Index entry `i`.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] when `i >= len()`.
+    pub fn entry(&self, i: usize) -> Result<IndexEntry> {
+        if i >= self.count {
+            return Err(Error::IndexOutOfRange { index: i, len: self.count });
+        }
+        Ok(self.entry_at(i))
+    }
+
+    /// Index entry `i`, which the caller has checked is below `len()`.
+    fn entry_at(&self, i: usize) -> IndexEntry {
         let at = self.index.start + i * INDEX_ENTRY_LEN;
         IndexEntry::decode(&self.bytes.as_slice()[at..at + INDEX_ENTRY_LEN])
     }
@@ -254,7 +272,7 @@ impl Shard {
         if i >= self.count {
             return Err(Error::IndexOutOfRange { index: i, len: self.count });
         }
-        let e = self.entry(i);
+        let e = self.entry_at(i);
         // In bounds: `validate` checked offset + length <= index_offset <= file length.
         let payload = &self.bytes.as_slice()[e.offset as usize..(e.offset + e.length) as usize];
         Ok(Record { label: e.label, shape: e.shape, encoding: self.encoding, payload })
@@ -266,7 +284,7 @@ impl Shard {
     /// [`Error::IndexOutOfRange`], or [`Error::CrcMismatch`] naming this file and record `i`.
     pub fn get(&self, i: usize) -> Result<Record<'_>> {
         let r = self.get_unverified(i)?;
-        let stored = self.entry(i).crc;
+        let stored = self.entry_at(i).crc;
         let computed = crc32c::crc32c(r.payload);
         if stored != computed {
             return Err(Error::CrcMismatch {
@@ -332,7 +350,7 @@ impl Dataset {
             let n = manifest.classes.len();
             if n > 0 {
                 for i in 0..shard.len() {
-                    let label = shard.entry(i).label;
+                    let label = shard.entry_at(i).label;
                     if label as usize >= n {
                         return Err(Error::BadRecord {
                             path,

@@ -53,7 +53,7 @@ fn convert_inspect_mean_verify_and_dump() {
     assert!(ok(bin().arg("verify").arg(&ds_dir)).contains("10000 records, 0 corrupt"));
     // Damage one payload byte: verify fails and names the shard; --skip-corrupt reports the count.
     let shard = ds_dir.join(&ds.manifest().shards[1].file);
-    let at = ds.shards()[1].entry(2).offset as usize;
+    let at = ds.shards()[1].entry(2).unwrap().offset as usize;
     drop(ds);
     let mut b = std::fs::read(&shard).unwrap();
     b[at] ^= 1;

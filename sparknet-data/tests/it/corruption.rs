@@ -23,7 +23,8 @@ fn patch(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
 #[test]
 fn flipped_payload_byte_is_a_crc_mismatch_naming_shard_and_record() {
     let (dir, shard) = dataset_with_one_shard(6);
-    let at = Shard::open(&shard, &OpenOptions::new()).unwrap().entry(4).offset as usize + 17;
+    let at =
+        Shard::open(&shard, &OpenOptions::new()).unwrap().entry(4).unwrap().offset as usize + 17;
     patch(&shard, |b| b[at] ^= 0x40);
     let ds = Dataset::open(dir.path()).unwrap();
     assert!(ds.get(3).is_ok());

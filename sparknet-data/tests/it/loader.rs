@@ -125,7 +125,7 @@ fn corrupt_record_stops_the_loader_or_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let m = write(dir.path(), Encoding::RawU8, 100, &indexed(12));
     let shard = dir.path().join(&m.shards[0].file);
-    let at = Shard::open(&shard, &OpenOptions::new()).unwrap().entry(5).offset as usize;
+    let at = Shard::open(&shard, &OpenOptions::new()).unwrap().entry(5).unwrap().offset as usize;
     let mut bytes = std::fs::read(&shard).unwrap();
     bytes[at + 3] ^= 0xff;
     std::fs::write(&shard, bytes).unwrap();

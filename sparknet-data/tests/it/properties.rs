@@ -106,11 +106,11 @@ proptest! {
         let mut global = 0;
         for (k, info) in m.shards.iter().enumerate() {
             let shard = Shard::open(&dir.path().join(&info.file), &OpenOptions::new()).unwrap();
-            let lens: Vec<u64> = (0..shard.len()).map(|j| shard.entry(j).length).collect();
+            let lens: Vec<u64> = (0..shard.len()).map(|j| shard.entry(j).unwrap().length).collect();
             let (offsets, index_offset) = format::layout(&lens).unwrap();
             prop_assert_eq!(format::file_len(index_offset, lens.len() as u64).unwrap(), info.bytes);
             for (j, &offset) in offsets.iter().enumerate() {
-                prop_assert_eq!(shard.entry(j).offset, offset);
+                prop_assert_eq!(shard.entry(j).unwrap().offset, offset);
                 prop_assert_eq!(ds.locate(global).unwrap(), (k, j));
                 prop_assert_eq!(ds.get(global).unwrap().payload, &recs[global].2[..]);
                 global += 1;

@@ -7,6 +7,34 @@
 //! `threads` threads and fills each batch's images in parallel with per-thread [`Decoder`]
 //! buffers. Every random choice (crop offsets, mirror) comes from a generator seeded by
 //! `(seed, epoch, record)`, so batches are identical for any thread count.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sparknet_data::*;
+//!
+//! # let dir = tempfile::tempdir()?;
+//! # let config = DatasetConfig {
+//! #     encoding: Encoding::RawU8, channel_order: ChannelOrder::Gray, classes: vec![], shard_size: 8,
+//! # };
+//! # let mut w = DatasetWriter::create(dir.path(), config)?;
+//! # for i in 0..10u8 { w.append(u32::from(i), [1, 4, 4], &[i; 16])?; }
+//! # w.finish()?;
+//! let ds = Arc::new(Dataset::open(dir.path())?);
+//! let config = LoaderConfig {
+//!     batch_size: 4,
+//!     threads: 2,
+//!     transform: TransformParams { crop_size: 3, mirror: true, scale: 1.0 / 255.0, ..Default::default() },
+//!     shuffle: Some(1),
+//!     ..Default::default()
+//! };
+//! let mut loader = Loader::new(ds, config)?;
+//! let batch = loader.next_batch()?;
+//! assert_eq!(batch.shape(), [4, 1, 3, 3]);
+//! assert_eq!(batch.labels().len(), 4);
+//! drop(batch); // the buffer goes back to the loader
+//! println!("waited {:?} for data", loader.stats().wait);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::cell::RefCell;
 use std::ops::Deref;

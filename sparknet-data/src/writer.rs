@@ -3,8 +3,8 @@
 //! A shard is written to a temporary file in its final directory, fsynced, then renamed into place.
 //! A dataset writer gives its shards names that carry a fresh generation tag, so they never
 //! overwrite the shards of the dataset already in the directory; the new `manifest.json` is then
-//! written the same way (temporary file, fsync, rename over the old one) and the directory is
-//! fsynced. The manifest rename is the commit point: a crash before it leaves the old dataset
+//! written the same way (temporary file, fsync, rename over the old one), with the directory
+//! fsynced before (so the shard renames are durable first) and after. The manifest rename is the commit point: a crash before it leaves the old dataset
 //! (and maybe some unreferenced new shards), a crash after it leaves the new one. Shards of the
 //! previous generation are deleted only after the commit.
 
@@ -258,6 +258,8 @@ impl DatasetWriter {
         let old = Manifest::read(&self.dir).ok();
         let path = self.dir.join(MANIFEST_FILE);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
+        // Make the new shards' directory entries durable before the manifest can name them.
+        sync_dir(&self.dir)?;
         write_atomic(&path, &json)?;
         sync_dir(&self.dir)?;
         self.finished = true;

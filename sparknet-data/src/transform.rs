@@ -273,6 +273,11 @@ fn run(
     mean: MeanRef<'_>,
     scale: f32,
 ) {
+    if let Src::HwcRgb { data, sc: 3 } = px.src
+        && px.c == 3
+    {
+        return run_rgb_to_bgr(data, px.h, px.w, aug, oh, ow, out, mean, scale);
+    }
     let (h, w) = (px.h, px.w);
     for ch in 0..px.c {
         for y in 0..oh {
@@ -306,6 +311,57 @@ fn run(
                         let it = s.chunks_exact(sc).map(|px| px[p] as f32);
                         write_row(it, mrow, mv, scale, aug.mirror, row);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The decoded-JPEG fast path: one pass over each interleaved RGB source row writes the three
+/// BGR output rows.
+#[allow(clippy::too_many_arguments)]
+fn run_rgb_to_bgr(
+    data: &[u8],
+    h: usize,
+    w: usize,
+    aug: Augment,
+    oh: usize,
+    ow: usize,
+    out: &mut [f32],
+    mean: MeanRef<'_>,
+    scale: f32,
+) {
+    let plane = oh * ow;
+    let (b_out, rest) = out.split_at_mut(plane);
+    let (g_out, r_out) = rest.split_at_mut(plane);
+    for y in 0..oh {
+        let sy = aug.h_off + y;
+        let s = &data[(sy * w + aug.w_off) * 3..][..ow * 3];
+        let (bo, go, ro) =
+            (&mut b_out[y * ow..][..ow], &mut g_out[y * ow..][..ow], &mut r_out[y * ow..][..ow]);
+        // Output x reads source column `x` or, mirrored, `ow - 1 - x`.
+        let col = |x: usize| if aug.mirror { ow - 1 - x } else { x };
+        match mean {
+            MeanRef::File(m) => {
+                let row = |ch: usize| &m[(ch * h + sy) * w + aug.w_off..][..ow];
+                let (mb, mg, mr) = (row(0), row(1), row(2));
+                for x in 0..ow {
+                    let c = col(x);
+                    let p = &s[3 * c..3 * c + 3];
+                    bo[x] = (p[2] as f32 - mb[c]) * scale;
+                    go[x] = (p[1] as f32 - mg[c]) * scale;
+                    ro[x] = (p[0] as f32 - mr[c]) * scale;
+                }
+            }
+            MeanRef::Values(v) => {
+                let mv = |ch: usize| if v.len() == 1 { v[0] } else { v[ch] };
+                let (mb, mg, mr) = (mv(0), mv(1), mv(2));
+                for x in 0..ow {
+                    let c = col(x);
+                    let p = &s[3 * c..3 * c + 3];
+                    bo[x] = (p[2] as f32 - mb) * scale;
+                    go[x] = (p[1] as f32 - mg) * scale;
+                    ro[x] = (p[0] as f32 - mr) * scale;
                 }
             }
         }

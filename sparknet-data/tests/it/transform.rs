@@ -201,3 +201,43 @@ fn undecodable_encoded_payload_is_an_error() {
     let e = t.transform(&r, &mut Decoder::new(), &mut SplitMix64::new(0), &mut out).unwrap_err();
     assert!(e.contains("decode") || e.contains("header"), "{e}");
 }
+
+#[test]
+fn decoded_rgb_images_match_the_same_pixels_stored_as_bgr_planes() {
+    // One 7x6 RGB image, once as PNG (decoded, interleaved RGB fast path) and once as raw BGR CHW.
+    let img = image::RgbImage::from_fn(7, 6, |x, y| {
+        image::Rgb([(x * 30 + y) as u8, (y * 40 + x) as u8, (x * y * 5) as u8])
+    });
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let n = 42;
+    let mut chw = vec![0u8; 3 * n];
+    for (i, p) in img.pixels().enumerate() {
+        (chw[i], chw[n + i], chw[2 * n + i]) = (p[2], p[1], p[0]);
+    }
+    let encoded = Record { label: 0, shape: [3, 6, 7], encoding: Encoding::Encoded, payload: &png };
+    let raw = rec(&chw, [3, 6, 7]);
+    let mean: Vec<f32> = (0..3 * n).map(|i| (i % 11) as f32 * 1.5).collect();
+    for m in [
+        Mean::File(MeanImage { c: 3, h: 6, w: 7, data: mean }),
+        Mean::Values(vec![3.0, 5.0, 7.0]),
+        Mean::None,
+    ] {
+        let p = TransformParams {
+            crop_size: 4,
+            mirror: true,
+            scale: 0.5,
+            mean: m,
+            ..Default::default()
+        };
+        let t = Transformer::new(p, Phase::Train).unwrap();
+        for aug in [
+            Augment { h_off: 1, w_off: 2, mirror: true },
+            Augment { h_off: 2, w_off: 0, mirror: false },
+        ] {
+            assert_eq!(run(&t, &encoded, aug), run(&t, &raw, aug), "{aug:?}");
+        }
+    }
+}

@@ -245,12 +245,30 @@ impl<T: Element> Tensor<T> {
         Tensor { buf: Arc::new(self.to_vec()), layout: Layout::c_order(self.shape()) }
     }
 
+    /// The elements in C order, without a copy when this tensor is the only owner of a buffer
+    /// that holds exactly its elements in order.
+    pub fn into_vec(self) -> Vec<T> {
+        let whole = self.layout.offset() == 0 && self.buf.len() == self.elem_count();
+        if whole && self.is_contiguous() {
+            match Arc::try_unwrap(self.buf) {
+                Ok(v) => v,
+                Err(shared) => shared.as_ref().clone(),
+            }
+        } else {
+            self.to_vec()
+        }
+    }
+
+    /// A new contiguous tensor of `f` applied to every element.
+    pub fn map<U: Element>(&self, f: impl Fn(T) -> U) -> Tensor<U> {
+        let data: Vec<U> = self.to_vec().into_iter().map(f).collect();
+        Tensor { buf: Arc::new(data), layout: Layout::c_order(self.shape()) }
+    }
+
     /// The elements converted to another element type (`as` casts: floats truncate toward zero
     /// and saturate when cast to integers).
     pub fn cast<U: Element>(&self) -> Tensor<U> {
-        let data: Vec<U> =
-            self.to_vec().into_iter().map(|v| U::from_f64_lossy(v.to_f64())).collect();
-        Tensor { buf: Arc::new(data), layout: Layout::c_order(self.shape()) }
+        self.map(|v| U::from_f64_lossy(v.to_f64()))
     }
 
     // ----- views --------------------------------------------------------------------------
@@ -364,5 +382,60 @@ impl<T: Element> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor<{}>{:?} ", T::DTYPE, self.shape())?;
         fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors() {
+        assert_eq!(Tensor::<u8>::ones(&[2]).unwrap().to_vec(), [1, 1]);
+        assert_eq!(Tensor::<i32>::full(&[1, 2], -3).unwrap().to_vec(), [-3, -3]);
+        assert_eq!(Tensor::<f64>::zeros(&[]).unwrap().elem_count(), 1);
+        assert_eq!(Tensor::<u8>::arange(256).unwrap().get(&[255]).unwrap(), 255);
+        assert!(matches!(Tensor::<f32>::zeros(&[usize::MAX, 2]), Err(Error::SizeOverflow { .. })));
+        assert_eq!(Tensor::scalar(3i32).shape(), &[] as &[usize]);
+    }
+
+    #[test]
+    fn into_vec_moves_or_copies() {
+        let t = Tensor::<f32>::arange(6).unwrap();
+        let ptr = t.as_slice().unwrap().as_ptr();
+        let v = t.into_vec();
+        assert_eq!(v.as_ptr(), ptr, "a sole owner gives its buffer away");
+        let t = Tensor::<f32>::arange(6).unwrap().reshape(&[2, 3]).unwrap();
+        let keep = t.clone();
+        assert_eq!(t.narrow(1, 1, 2).unwrap().into_vec(), [1., 2., 4., 5.]);
+        assert_eq!(t.into_vec(), keep.to_vec());
+    }
+
+    #[test]
+    fn map_cast_and_mut_slices() {
+        let t = Tensor::<f32>::from_vec(vec![-1.7, 0.2, 300.0], &[3]).unwrap();
+        assert_eq!(t.cast::<u8>().to_vec(), [0, 0, 255]);
+        assert_eq!(t.cast::<i32>().to_vec(), [-1, 0, 300]);
+        assert_eq!(t.map(|v| i32::from(v > 0.0)).to_vec(), [0, 1, 1]);
+        let mut m =
+            Tensor::<i32>::arange(6).unwrap().reshape(&[2, 3]).unwrap().transpose(0, 1).unwrap();
+        m.as_mut_slice()[0] = 10;
+        assert!(m.is_contiguous());
+        assert_eq!(m.to_vec(), [10, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn approx_eq_and_max_abs_diff() {
+        let a = Tensor::<f32>::from_vec(vec![1.0, 2.0], &[2]).unwrap();
+        let b = Tensor::<f32>::from_vec(vec![1.0, 2.001], &[2]).unwrap();
+        assert!((a.max_abs_diff(&b).unwrap() - 0.001).abs() < 1e-6);
+        assert!(a.approx_eq(&b, 1e-2) && !a.approx_eq(&b, 1e-4));
+        let nan = Tensor::<f32>::from_vec(vec![f32::NAN, 2.0], &[2]).unwrap();
+        assert!(a.max_abs_diff(&nan).unwrap().is_nan());
+        assert!(!nan.approx_eq(&nan, 1.0));
+        let col = a.reshape(&[2, 1]).unwrap();
+        assert!(!a.approx_eq(&col, 1.0));
+        let err = a.max_abs_diff(&col).unwrap_err();
+        assert_eq!(err.to_string(), "max_abs_diff: shape mismatch between [2] and [2, 1]");
     }
 }

@@ -59,7 +59,9 @@
 //! GEMM (per-thread partial weight gradients are summed at the end); a single sample runs one
 //! multithreaded GEMM (`gemm::Parallelism::Rayon`). Pooling and LRN run in parallel over the
 //! `N x C` planes. A [`Workspace`] grows to the largest size a call needs and is reused, so a warm
-//! layer allocates nothing per call (the `gemm` crate keeps its own per-thread packing buffers).
+//! layer's column buffers and partial gradients are never reallocated (inside each GEMM call the
+//! `gemm` crate may still allocate its own packing buffer). Pooling and ACROSS_CHANNELS LRN need
+//! no scratch; WITHIN_CHANNEL LRN backward keeps a per-thread scratch that only grows.
 
 mod blas;
 mod conv;

@@ -184,23 +184,25 @@ impl PoolGeometry {
 
 /// Max over each window of one plane, with the flat argmax (first maximum wins, as in Caffe).
 fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
-    let (oh, ow, w) = (g.out_h(), g.out_w(), g.in_w);
-    for py in 0..oh {
+    let (ow, w) = (g.out_w(), g.in_w);
+    for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
         let (hs, he, _) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
-        for px in 0..ow {
+        let rows = &x[hs * w..he * w];
+        for (px, out) in y_row.iter_mut().enumerate() {
             let (ws, we, _) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-            let (mut best, mut at) = (f32::NEG_INFINITY, hs * w + ws);
-            let mut first = true;
-            for iy in hs..he {
-                for (dx, &v) in x[iy * w + ws..iy * w + we].iter().enumerate() {
-                    if first || v > best {
-                        (best, at, first) = (v, iy * w + ws + dx, false);
+            // Windows are never empty (validate), so start from the first tap; `>` keeps the
+            // first of equal maxima.
+            let (mut best, mut at) = (rows[ws], ws);
+            for (r, row) in rows.chunks_exact(w).enumerate() {
+                for (dx, &v) in row[ws..we].iter().enumerate() {
+                    if v > best {
+                        (best, at) = (v, r * w + ws + dx);
                     }
                 }
             }
-            y[py * ow + px] = best;
+            *out = best;
             if let Some(a) = arg.as_deref_mut() {
-                a[py * ow + px] = at as u32;
+                a[py * ow + px] = (hs * w + at) as u32;
             }
         }
     }
@@ -208,13 +210,14 @@ fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u
 
 /// Sum over the real-input part of each window divided by the padded-window size.
 fn ave_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
-    let (oh, ow, w) = (g.out_h(), g.out_w(), g.in_w);
-    for py in 0..oh {
+    let (ow, w) = (g.out_w(), g.in_w);
+    for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
         let (hs, he, eh) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
-        for px in 0..ow {
+        let rows = &x[hs * w..he * w];
+        for (px, out) in y_row.iter_mut().enumerate() {
             let (ws, we, ew) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-            let sum: f32 = (hs..he).map(|iy| x[iy * w + ws..iy * w + we].iter().sum::<f32>()).sum();
-            y[py * ow + px] = sum / (eh * ew) as f32;
+            let sum: f32 = rows.chunks_exact(w).map(|row| row[ws..we].iter().sum::<f32>()).sum();
+            *out = sum / (eh * ew) as f32;
         }
     }
 }

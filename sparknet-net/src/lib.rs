@@ -60,6 +60,7 @@ pub mod graph;
 pub mod layers;
 pub mod load;
 pub mod net;
+pub mod preprocess;
 pub mod proto;
 pub mod upgrade;
 

@@ -1,2 +1,19 @@
-//! The `sparknet-net` command line (inspect, forward, classify, time, export).
-fn main() {}
+//! The `sparknet-net` command line: `inspect`, `forward`, `classify`, `time` and `export` for
+//! Caffe models (see `sparknet-net --help`).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

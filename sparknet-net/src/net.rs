@@ -192,7 +192,20 @@ impl Net {
         for i in 0..self.layers.len() {
             let node = &self.graph.layers[i];
             let tops: Vec<Option<Shape>> = if self.layers[i].is_input() {
-                let declared = self.layers[i].declared_shapes();
+                self.param_shapes[i] = Some(Vec::new());
+                let mut declared = self.layers[i].declared_shapes();
+                // A data layer's label top follows the batch of its fed data top, as both come
+                // from one `batch_size` in Caffe.
+                if self.layers[i].kind() != "Input"
+                    && let Some(batch) =
+                        node.tops.first().and_then(|t| fed.get(t)).and_then(|s| s.first().copied())
+                {
+                    for d in declared.iter_mut().skip(1).flatten() {
+                        if let Some(first) = d.first_mut() {
+                            *first = batch;
+                        }
+                    }
+                }
                 node.tops
                     .iter()
                     .enumerate()

@@ -1,0 +1,90 @@
+//! `sparknet-net time`: per-layer forward milliseconds, like `caffe time` (inputs are random
+//! batches of their shapes; label-like tops are zeros, a valid class).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+use sparknet_net::{Error, Result};
+
+use super::{NetArgs, build_net};
+
+/// Flags of `time`.
+#[derive(Args, Debug)]
+pub struct TimeArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Batch size (replaces each input's first dimension).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Timed iterations (after one warm-up pass).
+    #[arg(long, default_value_t = 10)]
+    iterations: usize,
+    /// Print JSON lines (one per layer, then the totals).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `time`.
+pub fn run(a: &TimeArgs) -> Result<()> {
+    let mut args = a.net.clone();
+    if let Some(b) = a.batch {
+        for (_, shape) in &mut args.data_shape {
+            if let Some(first) = shape.first_mut() {
+                *first = b;
+            }
+        }
+    }
+    let mut net = build_net(&args)?;
+    let device = net.device().clone();
+    let mut inputs = HashMap::new();
+    for (k, name) in net.input_names().into_iter().enumerate() {
+        let mut shape = net.blob_shape(&name).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "the shape of input '{name}' is unknown: give --data-shape {name}=N,C,H,W"
+            ))
+        })?;
+        if let (Some(b), Some(first)) = (a.batch, shape.first_mut()) {
+            *first = b;
+        }
+        let t = if k == 0 || shape.len() == 4 {
+            candle::Tensor::rand(0f32, 1.0, shape.as_slice(), &device)?
+        } else {
+            candle::Tensor::zeros(shape.as_slice(), candle::DType::F32, &device)?
+        };
+        inputs.insert(name, t);
+    }
+    net.forward(&inputs)?;
+    let n = net.num_layers();
+    let mut per_layer = vec![0f64; n];
+    let iterations = a.iterations.max(1);
+    let start = Instant::now();
+    for _ in 0..iterations {
+        for (i, slot) in per_layer.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            net.forward_layer(i)?;
+            *slot += t0.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+    let forward_ms = start.elapsed().as_secs_f64() * 1e3 / iterations as f64;
+    let infos = net.layer_infos();
+    for (info, total) in infos.iter().zip(&per_layer) {
+        let ms = total / iterations as f64;
+        if a.json {
+            say!("{}", json!({"layer": info.name, "type": info.kind, "forward_ms": ms}));
+        } else {
+            say!("{:<28} {:<18} forward: {ms:>9.3} ms", info.name, info.kind);
+        }
+    }
+    if a.json {
+        // Backward lands with training (issue 5); until then it is reported as null.
+        say!(
+            "{}",
+            json!({"iterations": iterations, "forward_ms": forward_ms, "forward_backward_ms": null})
+        );
+    } else {
+        say!("average forward pass: {forward_ms:.3} ms ({iterations} iterations)");
+    }
+    Ok(())
+}

@@ -150,12 +150,44 @@ fn check_len(p: Pixels<'_>) -> Result<Pixels<'_>, String> {
     Ok(p)
 }
 
+/// Decodes a JPEG with zune-jpeg directly (the decoder `image` wraps), parsing the headers once
+/// and decoding straight into `out`. Gray JPEGs stay one channel; everything else becomes RGB.
+fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize, usize), String> {
+    use zune_core::colorspace::ColorSpace;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    d.decode_headers().map_err(|e| format!("cannot decode JPEG: {e:?}"))?;
+    let (w, h) = d.dimensions().ok_or("JPEG has no dimensions")?;
+    let target = match d.input_colorspace() {
+        Some(ColorSpace::Luma | ColorSpace::LumaA) => ColorSpace::Luma,
+        _ => ColorSpace::RGB,
+    };
+    d.set_options(d.options().jpeg_set_out_colorspace(target));
+    let n = d.output_buffer_size().ok_or("JPEG output size unknown")?;
+    out.resize(n, 0);
+    d.decode_into(out).map_err(|e| format!("cannot decode JPEG: {e:?}"))?;
+    let c = target.num_components();
+    if n != c * h * w {
+        return Err(format!("JPEG decoded to {n} bytes, expected {c}x{h}x{w}"));
+    }
+    Ok((c, h, w))
+}
+
 /// Decodes a JPEG or PNG into `out` as interleaved 8-bit pixels; returns (channels, h, w) where
 /// channels is 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA).
 pub(crate) fn decode_into(
     bytes: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(usize, usize, usize), String> {
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        return decode_jpeg(bytes, out);
+    }
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read image header: {e}"))?;

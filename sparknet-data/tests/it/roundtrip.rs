@@ -133,3 +133,43 @@ fn writer_rejects_bad_payloads_and_labels() {
     let e = w.append(2, [1, 2, 2], &[0; 4]).unwrap_err();
     assert!(e.to_string().contains("label 2 is out of range for 2 classes"), "{e}");
 }
+
+#[test]
+fn jpeg_decoding_matches_the_image_crate_for_color_and_gray() {
+    let Some(data) = data_dir("jpeg_decode") else { return };
+    let mut d = Decoder::new();
+    for file in ["caffe_examples/cat.jpg", "caffe_examples/cat_gray.jpg", "mtcnn_faces/test2.jpg"] {
+        let bytes = std::fs::read(data.join("images").join(file)).unwrap();
+        let reference = image::load_from_memory(&bytes).unwrap();
+        let rec = sparknet_data::Record {
+            label: 0,
+            shape: [0, 0, 0],
+            encoding: Encoding::Encoded,
+            payload: &bytes,
+        };
+        let px = d.pixels(&rec, ColorMode::Native).unwrap();
+        assert_eq!(
+            (px.h, px.w),
+            (reference.height() as usize, reference.width() as usize),
+            "{file}"
+        );
+        if reference.color().has_color() {
+            assert_eq!(px.c, 3, "{file}");
+            for (x, y, p) in reference.to_rgb8().enumerate_pixels() {
+                let (x, y) = (x as usize, y as usize);
+                let got = [px.at(0, y, x), px.at(1, y, x), px.at(2, y, x)];
+                assert_eq!(got, [p[2] as f32, p[1] as f32, p[0] as f32], "{file} at ({x}, {y})");
+            }
+        } else {
+            assert_eq!(px.c, 1, "{file}");
+            for (x, y, p) in reference.to_luma8().enumerate_pixels() {
+                assert_eq!(px.at(0, y as usize, x as usize), p[0] as f32, "{file} at ({x}, {y})");
+            }
+        }
+        // A truncated file is an error or a decodable prefix, never a panic.
+        let cut = sparknet_data::Record { payload: &bytes[..bytes.len() / 3], ..rec };
+        let _ = d.pixels(&cut, ColorMode::Native);
+        let header_only = sparknet_data::Record { payload: &bytes[..20], ..rec };
+        assert!(d.pixels(&header_only, ColorMode::Native).is_err(), "{file}");
+    }
+}

@@ -46,11 +46,21 @@
 //! | [`lrn_across_forward`] / [`lrn_across_backward`] | overwrite `output` + `scale` / `grad_input` |
 //! | [`lrn_within_forward`] / [`lrn_within_backward`] | overwrite `output` / `grad_input` |
 //!
-//! Deconvolution uses the same [`ConvGeometry`] with roles swapped (the geometry describes the
-//! convolution whose *input* is the deconvolution's output): its forward is
-//! [`conv2d_backward_data`] plus the bias, its backward-data is [`conv2d_forward`] (no bias) and
-//! its weight gradient is [`conv2d_backward_params`] with `input` = the deconvolution's top
-//! gradient and `grad_output` = its bottom (bias gradient computed by the caller).
+//! Deconvolution uses the same [`ConvGeometry`] with roles swapped: the geometry describes the
+//! convolution whose *input* is the deconvolution's top. For a Deconvolution with bottom
+//! `C x H x W`, `num_output` M, kernel k, stride s, pad p, dilation d (per axis) and `groups`,
+//! use `ConvGeometry { in_channels: M, in_h: s*(H-1) + d*(k-1) + 1 - 2*p, out_channels: C, .. }`
+//! with the same kernel/stride/pad/dilation/groups (then `out_h() == H`). Caffe's deconvolution
+//! weight blob `[C, M/groups, kh, kw]` is exactly this geometry's weight layout. Then:
+//! - forward: [`conv2d_backward_data`] (`grad_output` = bottom, `grad_input` = top), plus the
+//!   bias per top channel added by the caller;
+//! - backward data: [`conv2d_forward`] with `input` = top gradient, no bias, `output` = bottom
+//!   gradient;
+//! - weight gradient: [`conv2d_backward_params`] with `input` = top gradient and `grad_output` =
+//!   bottom, `grad_bias` = `None` (the bias gradient is the sum of the top gradient per channel).
+//!
+//! The test `deconvolution_roles_match_direct_transposed_convolution` checks this mapping against
+//! a direct scatter implementation and finite differences.
 //!
 //! # Threading
 //! Everything runs on the current rayon pool, so `RAYON_NUM_THREADS` (or an enclosing

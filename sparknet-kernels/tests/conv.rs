@@ -201,3 +201,88 @@ fn bad_geometry_and_lengths_are_errors() {
     // An empty batch is valid and touches nothing.
     conv2d_forward(&good, 0, &[], &w, None, &mut [], &mut ws).unwrap();
 }
+
+/// Direct Deconvolution (Caffe): every bottom pixel scatters `x * W` into the output, with
+/// weights `[bottom_channels, num_output / groups, kh, kw]` and output size
+/// `stride * (in - 1) + dilation * (kernel - 1) + 1 - 2 * pad`.
+fn deconv_ref(g: &ConvGeometry, batch: usize, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f64> {
+    // In the conv geometry the deconvolution's bottom is the conv output and its top the conv input.
+    let (bh, bw, bc) = (g.out_h(), g.out_w(), g.out_channels);
+    let (th, tw, tc) = (g.in_h, g.in_w, g.in_channels);
+    let (bcg, tcg) = (bc / g.groups, tc / g.groups);
+    let mut y = vec![0f64; batch * tc * th * tw];
+    for n in 0..batch {
+        for (m, bias) in b.iter().enumerate() {
+            y[(n * tc + m) * th * tw..(n * tc + m + 1) * th * tw].fill(*bias as f64);
+        }
+        for c in 0..bc {
+            let grp = c / bcg;
+            for (h, wi) in (0..bh).flat_map(|h| (0..bw).map(move |wi| (h, wi))) {
+                let v = x[((n * bc + c) * bh + h) * bw + wi] as f64;
+                for ml in 0..tcg {
+                    for ki in 0..g.kernel_h {
+                        for kj in 0..g.kernel_w {
+                            let oy =
+                                (h * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
+                            let ox =
+                                (wi * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
+                            if oy < 0 || ox < 0 || oy >= th as isize || ox >= tw as isize {
+                                continue;
+                            }
+                            let m = grp * tcg + ml;
+                            let wv = w[((c * tcg + ml) * g.kernel_h + ki) * g.kernel_w + kj] as f64;
+                            y[((n * tc + m) * th + oy as usize) * tw + ox as usize] += v * wv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The documented Deconvolution mapping: forward = `conv2d_backward_data` + bias, backward data
+/// = `conv2d_forward`, weight gradient = `conv2d_backward_params` with the roles swapped.
+/// Finite differences: step 1e-2, tolerance 2e-3 relative to max(1, |gradient|).
+#[test]
+fn deconvolution_roles_match_direct_transposed_convolution() {
+    const CHECK: GradientChecker = GradientChecker { step: 1e-2, tol: 2e-3 };
+    // Deconvolution: bottom 4 x 5 x 4, num_output 6, kernel 3x2, stride 2x1, pad 1x0, groups 2:
+    // top 6 x (2*4+3-2 = 9) x (3+2 = 5).
+    let g = geom((6, 9, 5), 4, (3, 2), (2, 1), (1, 0), (1, 1), 2);
+    assert_eq!((g.out_h(), g.out_w()), (5, 4));
+    let batch = 2;
+    let mut r = rng(300);
+    let x = uniform(&mut r, batch * g.output_len());
+    let w = uniform(&mut r, g.weight_len());
+    let b = uniform(&mut r, g.in_channels);
+    let top = uniform(&mut r, batch * g.input_len());
+    let mut ws = Workspace::default();
+    let deconv = |x: &[f32], w: &[f32], ws: &mut Workspace| {
+        let mut y = vec![0.0; batch * g.input_len()];
+        conv2d_backward_data(&g, batch, x, w, &mut y, ws).unwrap();
+        for (i, v) in y.iter_mut().enumerate() {
+            *v += b[(i / (g.in_h * g.in_w)) % g.in_channels];
+        }
+        y
+    };
+    assert_close(
+        "deconv forward",
+        &deconv(&x, &w, &mut ws),
+        &deconv_ref(&g, batch, &x, &w, &b),
+        1e-5,
+    );
+
+    let mut gx = vec![0.0; x.len()];
+    conv2d_forward(&g, batch, &top, &w, None, &mut gx, &mut ws).unwrap();
+    let mut gw = vec![0.0; w.len()];
+    conv2d_backward_params(&g, batch, &top, &x, &mut gw, None, &mut ws).unwrap();
+    let probes = probe_indices(x.len(), 60, 1);
+    CHECK.check("deconv d/dx", (&x, &gx), &top, &probes, |xp| {
+        deconv(xp, &w, &mut Workspace::default())
+    });
+    let probes = probe_indices(w.len(), 60, 2);
+    CHECK.check("deconv d/dw", (&w, &gw), &top, &probes, |wp| {
+        deconv(&x, wp, &mut Workspace::default())
+    });
+}

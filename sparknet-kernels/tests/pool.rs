@@ -217,3 +217,40 @@ fn bad_input_is_an_error() {
             .contains("window")
     );
 }
+
+/// Seeded random geometries (asymmetric kernel/stride/pad, ceil mode, clip rule, batch 1-3):
+/// forward MAX (with argmax) and AVE against the direct loops.
+#[test]
+fn random_geometries_match_direct_loops() {
+    use rand::Rng;
+    let mut r = rng(500);
+    let mut tested = 0;
+    while tested < 60 {
+        let g = PoolGeometry {
+            channels: r.random_range(1..=3),
+            in_h: r.random_range(1..=10),
+            in_w: r.random_range(1..=10),
+            kernel_h: r.random_range(1..=4),
+            kernel_w: r.random_range(1..=4),
+            stride_h: r.random_range(1..=3),
+            stride_w: r.random_range(1..=3),
+            pad_h: r.random_range(0..=2),
+            pad_w: r.random_range(0..=2),
+        };
+        if g.validate().is_err() {
+            continue;
+        }
+        tested += 1;
+        let batch = r.random_range(1..=3usize);
+        let x = uniform(&mut r, batch * g.input_len());
+        let what = format!("{g:?} batch {batch}");
+        let (mut y, mut arg) =
+            (vec![0.0; batch * g.output_len()], vec![0u32; batch * g.output_len()]);
+        pool2d_forward(&g, batch, PoolMethod::Max, &x, &mut y, Some(&mut arg)).unwrap();
+        let (y_ref, arg_ref) = pool_ref(&g, batch, PoolMethod::Max, &x);
+        assert_close(&format!("{what} max"), &y, &y_ref, 0.0);
+        assert_eq!(arg, arg_ref, "{what} argmax");
+        pool2d_forward(&g, batch, PoolMethod::Ave, &x, &mut y, None).unwrap();
+        assert_close(&format!("{what} ave"), &y, &pool_ref(&g, batch, PoolMethod::Ave, &x).0, 1e-6);
+    }
+}

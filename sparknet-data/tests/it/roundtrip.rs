@@ -19,6 +19,14 @@ fn raw_u8_round_trip_across_shards() {
             (*label, *shape, Encoding::RawU8, &payload[..])
         );
     }
+    // Zero copy: every payload is a slice of its shard's map, 64-byte aligned in memory.
+    for i in 0..ds.len() {
+        let (k, _) = ds.locate(i).unwrap();
+        let map = ds.shards()[k].bytes().as_ptr_range();
+        let p = ds.get(i).unwrap().payload;
+        assert!(map.contains(&p.as_ptr()) && p.as_ptr_range().end <= map.end);
+        assert_eq!(p.as_ptr() as usize % 64, 0);
+    }
     let collected: Vec<u32> = ds.iter().map(|r| r.unwrap().label).collect();
     assert_eq!(collected, recs.iter().map(|r| r.0).collect::<Vec<_>>());
     // The heap-backed reader sees the same bytes.

@@ -172,7 +172,7 @@ impl ConvGeometry {
 /// It grows to the largest size a call needs and never shrinks, so after the first call of a
 /// layer the kernels allocate nothing. Keep one per layer (or share one between layers that run
 /// one after another: the contents do not carry over between calls).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Workspace {
     buf: Vec<f32>,
 }
@@ -261,20 +261,21 @@ fn forward_sample(
         im2col(g, x, col);
         col
     };
+    // The bias is written first and the GEMM accumulates onto it (one pass over `y` fewer).
+    if let Some(b) = bias {
+        for (row, &b) in y.chunks_exact_mut(ohw).zip(b) {
+            row.fill(b);
+        }
+    }
     for grp in 0..g.groups {
         gemm_into(
             &mut y[grp * mg * ohw..(grp + 1) * mg * ohw],
             MatRef::row_major(&w[grp * mg * kg..(grp + 1) * mg * kg], mg, kg),
             MatRef::row_major(&src[grp * kg * ohw..(grp + 1) * kg * ohw], kg, ohw),
             1.0,
-            false,
+            bias.is_some(),
             par,
         );
-    }
-    if let Some(b) = bias {
-        for (row, &b) in y.chunks_exact_mut(ohw).zip(b) {
-            row.iter_mut().for_each(|v| *v += b);
-        }
     }
 }
 

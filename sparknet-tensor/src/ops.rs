@@ -50,6 +50,12 @@ impl<T: Element> TensorViewMut<'_, T> {
     /// Applies `f` to every viewed element.
     #[inline(always)]
     fn map_inplace(&mut self, f: impl Fn(T) -> T) {
+        if let Some(s) = self.as_mut_slice() {
+            for x in s {
+                *x = f(*x);
+            }
+            return;
+        }
         let layout = &self.layout;
         let d = &mut *self.data;
         for_each_run(layout.shape(), [layout], |[a], len, [sa]| {

@@ -183,7 +183,16 @@ impl PoolGeometry {
 }
 
 /// Max over each window of one plane, with the flat argmax (first maximum wins, as in Caffe).
-fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u32]>) {
+fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: Option<&mut [u32]>) {
+    match arg {
+        Some(a) => max_plane_impl::<true>(g, x, y, a),
+        None => max_plane_impl::<false>(g, x, y, &mut []),
+    }
+}
+
+/// [`max_plane`] monomorphised on whether the argmax is written, so the max-only loop stays a
+/// branch-free running maximum.
+fn max_plane_impl<const ARG: bool>(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
     let (ow, w) = (g.out_w(), g.in_w);
     for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
         let (hs, he, _) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
@@ -195,14 +204,16 @@ fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], mut arg: Option<&mut [u
             let (mut best, mut at) = (rows[ws], ws);
             for (r, row) in rows.chunks_exact(w).enumerate() {
                 for (dx, &v) in row[ws..we].iter().enumerate() {
-                    if v > best {
-                        (best, at) = (v, r * w + ws + dx);
+                    let greater = v > best;
+                    best = if greater { v } else { best };
+                    if ARG {
+                        at = if greater { r * w + ws + dx } else { at };
                     }
                 }
             }
             *out = best;
-            if let Some(a) = arg.as_deref_mut() {
-                a[py * ow + px] = (hs * w + at) as u32;
+            if ARG {
+                arg[py * ow + px] = (hs * w + at) as u32;
             }
         }
     }

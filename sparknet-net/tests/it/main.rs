@@ -2,6 +2,7 @@
 
 mod cli;
 mod corpus;
+mod net;
 mod npy;
 mod reference;
 mod roundtrip;

@@ -63,7 +63,9 @@ pub mod net;
 pub mod preprocess;
 pub mod proto;
 pub mod upgrade;
+pub mod weights;
 
 pub use error::{Error, Result};
-pub use net::{LayerInfo, Net, NetConfig, WeightCollection};
+pub use net::{LayerInfo, Net, NetConfig};
 pub use proto::Phase;
+pub use weights::WeightCollection;

@@ -140,3 +140,25 @@ impl Layer for InputLayer {
         self.declared.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::layer;
+
+    #[test]
+    fn declared_shapes_per_kind() {
+        let l = layer("layer { name: 'i' type: 'Input' top: 'a' top: 'b' input_param { shape { dim: 2 dim: 3 } } }").unwrap();
+        assert_eq!(l.declared_shapes(), vec![Some(vec![2, 3]), Some(vec![2, 3])]);
+        let l = layer(
+            "layer { name: 'd' type: 'Data' top: 'x' top: 'y' data_param { batch_size: 64 } }",
+        )
+        .unwrap();
+        assert_eq!(l.declared_shapes(), vec![None, Some(vec![64])]);
+        let l = layer("layer { name: 'm' type: 'MemoryData' top: 'x' top: 'y' memory_data_param { batch_size: 2 channels: 1 height: 3 width: 4 } }").unwrap();
+        assert_eq!(l.declared_shapes(), vec![Some(vec![2, 1, 3, 4]), Some(vec![2])]);
+        let e = layer(
+            "layer { name: 'i' type: 'Input' top: 'a' top: 'b' top: 'c' input_param { shape { dim: 1 } shape { dim: 2 } } }",
+        );
+        assert!(e.err().unwrap().to_string().contains("2 shapes for 3 tops"));
+    }
+}

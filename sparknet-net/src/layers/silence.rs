@@ -39,3 +39,14 @@ impl Layer for Silence {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{layer, run, t};
+
+    #[test]
+    fn consumes_and_produces_nothing() {
+        let mut l = layer("layer { name: 's' type: 'Silence' bottom: 'x' bottom: 'y' }").unwrap();
+        assert!(run(l.as_mut(), &[t(&[1.], &[1]), t(&[2.], &[1])], &[]).unwrap().is_empty());
+    }
+}

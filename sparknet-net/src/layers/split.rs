@@ -42,3 +42,18 @@ impl Layer for Split {
         Ok(vec![bottoms[0].clone(); self.n])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{layer, run, t, v};
+
+    #[test]
+    fn every_top_is_the_bottom() {
+        let mut l =
+            layer("layer { name: 's' type: 'Split' bottom: 'x' top: 'a' top: 'b' top: 'c' }")
+                .unwrap();
+        let y = run(l.as_mut(), &[t(&[1., 2.], &[2])], &[]).unwrap();
+        assert_eq!(y.len(), 3);
+        assert!(y.iter().all(|t| v(t) == [1., 2.]));
+    }
+}

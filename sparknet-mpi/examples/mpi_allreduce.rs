@@ -96,12 +96,13 @@ fn main() {
     });
     c.check(bad.is_none(), || format!("all_reduce_sum_f64: element {bad:?} differs"));
 
-    // Averaging equals the elementwise mean (exact for power-of-two K; one rounding otherwise).
+    // Averaging equals the elementwise mean.
     let mut weights: Vec<f32> = (0..LEN).map(|i| value(rank, i)).collect();
     let mut averager = Averager::new(0);
     let stats = c.ok("average", averager.average(&comm, &mut weights));
     c.check(stats.elements == LEN, || format!("average reported {} elements", stats.elements));
-    let mean = |i: usize| ((0..k).map(|r| f64::from(value(r, i))).sum::<f64>() / k as f64) as f32;
+    // The sum is exact in any order, then multiplied by 1/K (exact for a power-of-two K).
+    let mean = |i: usize| (0..k).map(|r| value(r, i)).sum::<f32>() * (1.0 / k as f32);
     c.same_bits("average (elementwise mean)", &weights, mean);
 
     // Averaging identical replicas is the identity, bit for bit, when K is a power of two.

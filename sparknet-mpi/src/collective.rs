@@ -36,9 +36,8 @@ pub trait Collective {
 
     /// Replaces `buf` on every rank by the elementwise mean over ranks, in place.
     ///
-    /// The default is [`all_reduce_sum`](Collective::all_reduce_sum) followed by a division by
-    /// `size()`. With a power-of-two group size and identical inputs this returns the input bit
-    /// for bit (`K * x` and the division by `K` are exact). Implementations may fuse the division
+    /// The default is [`all_reduce_sum`](Collective::all_reduce_sum) followed by a multiplication
+    /// by `1 / size()` (exact for a power-of-two size). Implementations may fuse the division
     /// into the reduction; the in-process group does, and averages in `f64`, so that identical
     /// inputs come back bit for bit for every group size.
     ///
@@ -89,17 +88,17 @@ pub trait Collective {
     fn abort(&self, reason: &str) -> crate::Error;
 }
 
-/// Divides every element of `buf` by `k` (the last step of averaging a sum over `k` ranks).
-///
-/// Division rather than multiplication by `1 / k`: for a power of two both are exact, otherwise
-/// the quotient is correctly rounded.
+/// Divides every element of `buf` by `k` (the last step of averaging a sum over `k` ranks), as a
+/// multiplication by `1 / k`: four to eight times faster than a division. For a power-of-two `k`
+/// the reciprocal is exact and so is the result, bit for bit the same as a division; otherwise it
+/// can differ from the correctly rounded quotient in the last bit.
 pub(crate) fn divide(buf: &mut [f32], k: usize) {
     if k == 1 {
         return;
     }
-    let k = k as f32;
+    let inv = 1.0 / k as f32;
     for x in buf {
-        *x /= k;
+        *x *= inv;
     }
 }
 

@@ -83,5 +83,9 @@ pub use average::{Averager, AveragingPolicy, ReplicaState, RoundStats, StatePoli
 pub use collective::Collective;
 pub use error::{Error, Result};
 pub use local::{LocalComm, LocalGroup};
+/// The rsmpi crate this backend is built on, for MPI calls this crate does not wrap (with
+/// [`MpiComm::world`] and [`mpi_in_place`]).
+#[cfg(feature = "mpi")]
+pub use mpi;
 #[cfg(feature = "mpi")]
 pub use mpi_comm::{MpiComm, mpi_in_place};

@@ -414,14 +414,17 @@ impl LocalComm {
         (self.rank * len / k, (self.rank + 1) * len / k)
     }
 
-    /// Reduces elements `lo..hi` over every rank's buffer (in rank order, in `f64`), divides by the
-    /// group size when `mean`, and writes the result into every rank's buffer.
+    /// Reduces elements `lo..hi` over every rank's buffer (in rank order, in `f64`), multiplies by
+    /// `1 / K` when `mean`, and writes the result into every rank's buffer.
     ///
     /// # Safety
     /// Called between the two barriers of a reduction whose slots all hold valid `T` buffers of at
     /// least `hi` elements, with `lo..hi` this rank's chunk (no other thread touches it).
     unsafe fn reduce_chunk<T: Reduce>(&self, lo: usize, hi: usize, mean: bool) {
         let k = self.shared.size;
+        // Multiplying by the f64 reciprocal is within one f64 ulp of the quotient, far below the
+        // f32 rounding that follows: K identical inputs still come back bit for bit.
+        let inv_k = 1.0 / k as f64;
         let mut acc = [0.0f64; BLOCK];
         let mut start = lo;
         while start < hi {
@@ -436,13 +439,12 @@ impl LocalComm {
                 };
                 if r == 0 {
                     acc.iter_mut().zip(src).for_each(|(a, x)| *a = x.widen());
+                } else if mean && r == k - 1 {
+                    // The scaling rides along with the last addition (no extra pass).
+                    acc.iter_mut().zip(src).for_each(|(a, x)| *a = (*a + x.widen()) * inv_k);
                 } else {
                     acc.iter_mut().zip(src).for_each(|(a, x)| *a += x.widen());
                 }
-            }
-            if mean {
-                let kf = k as f64;
-                acc.iter_mut().for_each(|a| *a /= kf);
             }
             for r in 0..k {
                 // SAFETY: as above; no other reference to this region exists now.
@@ -514,8 +516,8 @@ impl Collective for LocalComm {
         self.reduce(Op::AllReduceSumF64, buf, false)
     }
 
-    /// The mean is computed in `f64` (sum in rank order, divided by `K`) and rounded once, so `K`
-    /// identical inputs come back bit for bit for every `K` below 2^29.
+    /// The mean is computed in `f64` (sum in rank order, times `1 / K`) and rounded once to `f32`,
+    /// so `K` identical inputs come back bit for bit for every `K` below 2^29.
     fn all_reduce_mean(&self, buf: &mut [f32]) -> Result<()> {
         self.reduce(Op::AllReduceMean, buf, true)
     }

@@ -65,8 +65,8 @@ fn averaging_equals_the_elementwise_mean() {
             Ok(w)
         });
         for i in 0..LEN {
-            // The sequential reference: sum in rank order in f64, divide by k, round once.
-            let exact = replicas.iter().map(|w| f64::from(w[i])).sum::<f64>() / k as f64;
+            // The sequential reference: sum in rank order in f64, times 1/k, round once.
+            let exact = replicas.iter().map(|w| f64::from(w[i])).sum::<f64>() * (1.0 / k as f64);
             let expected = exact as f32;
             for (rank, w) in out.iter().enumerate() {
                 assert_eq!(w[i].to_bits(), expected.to_bits(), "K={k} rank {rank} element {i}");

@@ -1,0 +1,96 @@
+//! Averaging rounds allocate nothing: a counting global allocator (per thread) around each round
+//! after the first, on every worker of in-process groups of 1 to 4.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use sparknet_mpi::{Averager, AveragingPolicy, Collective, LocalGroup, ReplicaState, StatePolicy};
+
+thread_local! {
+    // Const-initialised and without a destructor: safe to touch from inside the allocator.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+fn count_one() {
+    ALLOCATIONS.with(|c| c.set(c.get() + 1));
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// `GlobalAlloc` contract holds exactly as it does for `System`.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged (see the impl).
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged (see the impl).
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged (see the impl).
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged (see the impl).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn averaging_rounds_allocate_nothing() {
+    let policy =
+        AveragingPolicy { batch_norm: StatePolicy::Averaged, solver_history: StatePolicy::Reset };
+    for k in 1..=4 {
+        let counts = LocalGroup::new(k)
+            .unwrap()
+            .run(|comm| {
+                let mut params = vec![comm.rank() as f32; 50_000];
+                let mut bn = vec![1.0f32; 300];
+                let mut hist = vec![2.0f32; 50_000];
+                let mut averager =
+                    Averager::new(policy.packed_len(params.len(), bn.len(), hist.len()));
+                let mut counted = Vec::new();
+                for round in 0..5 {
+                    let before = allocations();
+                    averager.average(&comm, &mut params)?;
+                    let state = ReplicaState {
+                        params: &mut params,
+                        batch_norm: &mut bn,
+                        solver_history: &mut hist,
+                    };
+                    averager.average_state(&comm, state, &policy)?;
+                    comm.all_reduce_sum(&mut hist)?;
+                    comm.barrier()?;
+                    let after = allocations();
+                    if round > 0 {
+                        counted.push(after - before);
+                    }
+                }
+                Ok::<_, sparknet_mpi::Error>(counted)
+            })
+            .unwrap();
+        for (rank, c) in counts.into_iter().enumerate() {
+            assert_eq!(c.unwrap(), [0; 4], "K={k} rank {rank}: allocations per round");
+        }
+    }
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Guards the test above against a counter that never counts.
+    let before = allocations();
+    let v: Vec<u64> = std::hint::black_box(vec![1, 2, 3]);
+    assert!(allocations() > before, "{v:?}");
+}

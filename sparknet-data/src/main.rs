@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sparknet_data::convert::{cifar, images, mnist};
+use sparknet_data::convert::{cifar, images, mnist, synthetic};
 use sparknet_data::{ColorMode, Dataset, Decoder, Encoding, compute_mean};
 
 #[derive(Parser)]
@@ -98,6 +98,21 @@ enum Source {
         split: SplitArg,
         /// Records per shard.
         #[arg(long, default_value_t = 10_000)]
+        shard_size: usize,
+    },
+    /// A procedurally generated MNIST-shaped digits set (no download needed).
+    SyntheticDigits {
+        /// Number of images.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Seed: the same seed gives the same set.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output dataset directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Records per shard.
+        #[arg(long, default_value_t = 100_000)]
         shard_size: usize,
     },
     /// A class-per-folder tree or a Caffe list file.
@@ -210,6 +225,10 @@ fn convert(source: Source) -> AnyResult {
             let pb = bar(0, "mnist");
             let m = mnist::convert_mnist(&images, &labels, &out, shard_size, None, &|n| pb.inc(n))?;
             pb.finish();
+            println!("{} records in {} shards at {}", m.records, m.shards.len(), out.display());
+        }
+        Source::SyntheticDigits { count, seed, out, shard_size } => {
+            let m = synthetic::convert_synthetic_digits(&out, count, seed, shard_size)?;
             println!("{} records in {} shards at {}", m.records, m.shards.len(), out.display());
         }
         Source::Cifar10 { input, out, split, shard_size } => {

@@ -3,6 +3,7 @@
 pub mod cifar;
 pub mod images;
 pub mod mnist;
+pub mod synthetic;
 
 use std::io::Read;
 use std::path::Path;

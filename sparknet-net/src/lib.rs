@@ -21,7 +21,7 @@
 //! let x = Tensor::arange(0f32, 16.0, &Device::Cpu)?.reshape((1, 1, 4, 4))?;
 //! net.forward(&HashMap::from([("data".to_string(), x)]))?;
 //! let prob = net.blob("prob").unwrap().to_vec2::<f32>()?;
-//! assert_eq!(prob, vec![vec![0.5, 0.5]]); // zero weights until a caffemodel is loaded
+//! assert_eq!(prob, vec![vec![0.5, 0.5]]); // no weight_filler: Caffe's constant 0
 //! # Ok(()) }
 //! ```
 //!
@@ -56,6 +56,7 @@
 pub mod blob;
 pub mod cpu;
 pub mod error;
+pub mod fillers;
 pub mod graph;
 pub mod layers;
 pub mod load;

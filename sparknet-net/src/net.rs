@@ -10,6 +10,7 @@ use std::path::Path;
 
 use candle::{DType, Device, Tensor};
 
+use crate::fillers::{Rng, fill, layer_fillers};
 use crate::graph::{NetGraph, state_for};
 use crate::layers::{ForwardCtx, Layer, LayerRegistry, Shape};
 use crate::load::{read_caffemodel, read_net_prototxt};
@@ -29,6 +30,10 @@ pub struct NetConfig {
     pub device: Device,
     /// Shapes for fed blobs (overriding or completing what Input/Data layers declare).
     pub input_shapes: HashMap<String, Shape>,
+    /// Seed of the fillers that initialise learnable blobs (layer `i` draws from its own
+    /// stream, so the values do not depend on when the layer is set up); `None` leaves them
+    /// zero, which is faster when only shapes matter (`inspect`) or weights are loaded anyway.
+    pub seed: Option<u64>,
 }
 
 impl Default for NetConfig {
@@ -39,6 +44,7 @@ impl Default for NetConfig {
             level: 0,
             device: Device::Cpu,
             input_shapes: HashMap::new(),
+            seed: Some(1),
         }
     }
 }
@@ -218,10 +224,27 @@ impl Net {
                         let pshapes = self.layers[i].setup(&bottoms)?;
                         match &self.param_shapes[i] {
                             None => {
-                                self.params[i] = pshapes
-                                    .iter()
-                                    .map(|s| Tensor::zeros(s.as_slice(), DType::F32, &dev))
-                                    .collect::<candle::Result<_>>()?;
+                                self.params[i] = match self.config.seed {
+                                    None => pshapes
+                                        .iter()
+                                        .map(|s| Tensor::zeros(s.as_slice(), DType::F32, &dev))
+                                        .collect::<candle::Result<_>>()?,
+                                    Some(seed) => {
+                                        let fillers = layer_fillers(&node.param, pshapes.len());
+                                        let mut rng = Rng::new(
+                                            seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64),
+                                        );
+                                        pshapes
+                                            .iter()
+                                            .zip(&fillers)
+                                            .map(|(s, f)| {
+                                                let v = fill(&node.name, f, s, &mut rng)?;
+                                                Ok(Tensor::from_vec(v, s.as_slice(), &Device::Cpu)?
+                                                    .to_device(&dev)?)
+                                            })
+                                            .collect::<Result<_>>()?
+                                    }
+                                };
                                 self.shared[i] = vec![None; pshapes.len()];
                                 self.param_shapes[i] = Some(pshapes);
                             }

@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 use sparknet_net::Result;
 
-use super::{NetArgs, PhaseArg, build_net, parse_shape_arg};
+use super::{NetArgs, PhaseArg, parse_shape_arg};
 use sparknet_net::layers::Shape;
 
 /// Flags of `inspect`.
@@ -40,13 +40,17 @@ fn shape_text(s: &Option<Shape>) -> String {
 
 /// Runs `inspect`.
 pub fn run(a: &InspectArgs) -> Result<()> {
-    let net = build_net(&NetArgs {
-        model: a.model.clone(),
-        weights: a.weights.clone(),
-        phase: a.phase,
-        stage: a.stage.clone(),
-        data_shape: a.data_shape.clone(),
-    })?;
+    let net = super::build_net_with_seed(
+        &NetArgs {
+            model: a.model.clone(),
+            weights: a.weights.clone(),
+            phase: a.phase,
+            stage: a.stage.clone(),
+            data_shape: a.data_shape.clone(),
+            seed: 0,
+        },
+        None,
+    )?;
     let infos = net.layer_infos();
     let count = |p: &Option<Vec<Shape>>| {
         p.as_ref().map(|v| v.iter().map(|s| s.iter().product::<usize>()).sum::<usize>())

@@ -80,6 +80,9 @@ pub struct NetArgs {
     /// Shape of a fed blob, NAME=N,C,H,W (repeatable; completes Data layers).
     #[arg(long = "data-shape", value_parser = parse_shape_arg)]
     pub data_shape: Vec<(String, Shape)>,
+    /// Seed of the fillers for weights the caffemodel does not provide.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]
@@ -153,11 +156,17 @@ impl ImageArgs {
 
 /// Builds the net the flags describe (weights loaded when given).
 pub fn build_net(a: &NetArgs) -> Result<Net> {
+    build_net_with_seed(a, Some(a.seed))
+}
+
+/// As [`build_net`], with the filler seed given (`None`: zero-initialised, shapes only).
+pub fn build_net_with_seed(a: &NetArgs, seed: Option<u64>) -> Result<Net> {
     let param = read_net_prototxt(&a.model)?;
     let config = NetConfig {
         phase: a.phase.into(),
         stages: a.stage.clone(),
         input_shapes: a.data_shape.iter().cloned().collect::<HashMap<_, _>>(),
+        seed,
         ..NetConfig::default()
     };
     let mut net = Net::new(&param, config)?;

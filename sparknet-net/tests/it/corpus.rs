@@ -76,7 +76,8 @@ fn every_prototxt_parses_and_supported_nets_build() {
                 .collect();
             for phase in [Phase::Train, Phase::Test] {
                 let stages = if phase == Phase::Test { stage.clone() } else { Vec::new() };
-                let net = Net::new(&net, NetConfig { phase, stages, ..NetConfig::default() })?;
+                let config = NetConfig { phase, stages, seed: None, ..NetConfig::default() };
+                let net = Net::new(&net, config)?;
                 for info in net.layer_infos() {
                     if let (Some(p), false) = (&info.params, info.kind == "Split") {
                         assert!(
@@ -120,8 +121,8 @@ fn deploy_nets_infer_every_shape() {
         ("prototxt/fcn/voc-fcn8s/deploy.prototxt", "score", vec![1, 21, 500, 500]),
     ];
     for (file, blob, shape) in cases {
-        let net =
-            Net::new(&read_net_prototxt(assets.join(file)).unwrap(), NetConfig::default()).unwrap();
+        let config = NetConfig { seed: None, ..NetConfig::default() };
+        let net = Net::new(&read_net_prototxt(assets.join(file)).unwrap(), config).unwrap();
         assert_eq!(net.blob_shape(blob), Some(&shape), "{file}");
         for name in net.blob_names() {
             assert!(net.blob_shape(&name).is_some(), "{file}: blob '{name}' has no shape");

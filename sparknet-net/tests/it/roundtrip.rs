@@ -94,9 +94,13 @@ fn params_and_set_params_exchange_weights() {
     .unwrap();
     let mut fresh = Net::from_files(&model, None, NetConfig::default()).unwrap();
     let x = Tensor::rand(0f32, 1.0, (1, 1, 28, 28), &Device::Cpu).unwrap();
-    assert_eq!(forward_prob(&mut fresh, &x), vec![0.1; 10], "zero weights give a uniform softmax");
-    fresh.set_params(&trained.params()).unwrap();
     let mut trained = trained;
+    assert_ne!(
+        forward_prob(&mut fresh, &x),
+        forward_prob(&mut trained, &x),
+        "xavier-filled, not trained"
+    );
+    fresh.set_params(&trained.params()).unwrap();
     assert_eq!(forward_prob(&mut fresh, &x), forward_prob(&mut trained, &x));
     let mut wrong = trained.params();
     wrong.get_mut("ip2").unwrap().pop();

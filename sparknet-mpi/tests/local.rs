@@ -327,6 +327,11 @@ fn group_construction() {
     assert_eq!(ranks, [(0, 3), (1, 3), (2, 3)]);
     let single = LocalComm::single();
     assert_eq!((single.rank(), single.size()), (0, 1));
+    // The trait is object safe: the trainer may hold a `Box<dyn Collective>`.
+    let dynamic: &dyn Collective = &single;
+    let mut v = [2.0f32, 4.0];
+    Averager::new(0).average(dynamic, &mut v).unwrap();
+    assert_eq!(v, [2.0, 4.0]);
     let mut w = [f32::NAN, -0.0, 1e-45];
     single.all_reduce_mean(&mut w).unwrap();
     assert!(w[0].is_nan() && w[1].to_bits() == (-0.0f32).to_bits() && w[2] == 1e-45);

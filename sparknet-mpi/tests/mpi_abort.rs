@@ -4,8 +4,9 @@
 //! This test binary has its own `main` (no libtest). Run plainly, it starts itself under
 //! `mpirun -n 2` once per failure mode, with `--rank-role <mode>`: rank 1 fails (calls
 //! [`Collective::abort`], panics, or dies by `SIGABRT` like a killed process) while rank 0 waits in
-//! an allreduce that can only complete if rank 1 joins. Without `mpirun` on the `PATH` it prints a
-//! SKIPPED line (a failure when `SPARKNET_REQUIRE_MPI=1`, as in CI).
+//! an allreduce that can only complete if rank 1 joins. Without `mpirun` (or the launcher named by
+//! `MPIRUN`) on the `PATH` it prints a SKIPPED line (a failure when `SPARKNET_REQUIRE_MPI=1`, as in
+//! CI).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -75,11 +76,14 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn parent() -> Result<(), String> {
-    let Some(mpirun) = which("mpirun") else {
+    // `MPIRUN` names the launcher that matches the MPI the crate was built with (for example
+    // `mpirun.mpich` for a build with `MPICC=mpicc.mpich`).
+    let launcher = std::env::var("MPIRUN").unwrap_or_else(|_| "mpirun".to_owned());
+    let Some(mpirun) = which(&launcher) else {
         if matches!(std::env::var("SPARKNET_REQUIRE_MPI").as_deref(), Ok("1")) {
-            return Err("SPARKNET_REQUIRE_MPI=1 but mpirun is not on the PATH".to_owned());
+            return Err(format!("SPARKNET_REQUIRE_MPI=1 but {launcher} is not on the PATH"));
         }
-        eprintln!("SKIPPED mpi_abort: mpirun not found on the PATH");
+        eprintln!("SKIPPED mpi_abort: {launcher} not found on the PATH");
         return Ok(());
     };
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;

@@ -37,6 +37,11 @@ pub struct ConvGeometry {
     pub groups: usize,
 }
 
+/// The product of `dims`, or `None` on overflow.
+fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
 /// `(in + 2 pad - (dilation (kernel - 1) + 1)) / stride + 1`, or 0 when the geometry is invalid.
 fn conv_out(input: usize, pad: usize, kernel: usize, dilation: usize, stride: usize) -> usize {
     let extent = dilation.saturating_mul(kernel.saturating_sub(1)).saturating_add(1);
@@ -58,18 +63,20 @@ impl ConvGeometry {
     }
 
     /// Weight elements: `out_channels * in_channels/groups * kernel_h * kernel_w`.
+    /// Saturates at `usize::MAX` when the product overflows (which [`ConvGeometry::validate`] rejects).
     pub fn weight_len(&self) -> usize {
-        self.out_channels * (self.in_channels / self.groups.max(1)) * self.kernel_h * self.kernel_w
+        let per_group = self.in_channels / self.groups.max(1);
+        product(&[self.out_channels, per_group, self.kernel_h, self.kernel_w]).unwrap_or(usize::MAX)
     }
 
     /// Elements of one input sample (`in_channels * in_h * in_w`).
     pub fn input_len(&self) -> usize {
-        self.in_channels * self.in_h * self.in_w
+        product(&[self.in_channels, self.in_h, self.in_w]).unwrap_or(usize::MAX)
     }
 
     /// Elements of one output sample (`out_channels * out_h * out_w`).
     pub fn output_len(&self) -> usize {
-        self.out_channels * self.out_h() * self.out_w()
+        product(&[self.out_channels, self.out_h(), self.out_w()]).unwrap_or(usize::MAX)
     }
 
     /// Checks every size is positive, `groups` divides both channel counts and the dilated kernel
@@ -123,19 +130,15 @@ impl ConvGeometry {
                 }
             }
         }
+        let (oh, ow) = (self.out_h(), self.out_w());
+        let per_group = self.in_channels / self.groups;
         let sizes = [
-            self.in_channels.checked_mul(self.in_h).and_then(|v| v.checked_mul(self.in_w)),
-            self.in_channels
-                .checked_mul(self.kernel_h)
-                .and_then(|v| v.checked_mul(self.kernel_w))
-                .and_then(|v| v.checked_mul(self.out_h()))
-                .and_then(|v| v.checked_mul(self.out_w())),
-            self.out_channels
-                .checked_mul(self.out_h().max(self.kernel_h))
-                .and_then(|v| v.checked_mul(self.out_w().max(self.kernel_w)))
-                .and_then(|v| v.checked_mul(self.in_channels)),
+            product(&[self.in_channels, self.in_h, self.in_w]),
+            product(&[self.out_channels, oh, ow]),
+            product(&[self.out_channels, per_group, self.kernel_h, self.kernel_w]),
+            product(&[self.in_channels, self.kernel_h, self.kernel_w, oh, ow]),
         ];
-        if sizes.iter().any(Option::is_none) {
+        if sizes.iter().any(|s| s.is_none_or(|v| v > isize::MAX as usize / 4)) {
             return Err(geometry(K, format!("sizes overflow usize in {self:?}")));
         }
         Ok(())

@@ -190,7 +190,7 @@ pub fn lrn_within_forward(
     if hw == 0 {
         return Ok(());
     }
-    let coeff = p.alpha / (p.local_size * p.local_size) as f32;
+    let coeff = p.alpha / (p.local_size as f32 * p.local_size as f32);
     output.par_chunks_mut(hw).zip(input.par_chunks(hw)).for_each(|(y, x)| {
         box_sum(x, h, w, p.local_size, y, |v| v * v);
         for (yv, &xv) in y.iter_mut().zip(x) {
@@ -224,7 +224,7 @@ pub fn lrn_within_backward(
     if hw == 0 {
         return Ok(());
     }
-    let coeff = p.alpha / (p.local_size * p.local_size) as f32;
+    let coeff = p.alpha / (p.local_size as f32 * p.local_size as f32);
     let ratio = 2.0 * p.beta * coeff;
     let planes =
         grad_input.par_chunks_mut(hw).zip(input.par_chunks(hw)).zip(grad_output.par_chunks(hw));

@@ -101,12 +101,12 @@ impl PoolGeometry {
 
     /// Elements of one input sample (`channels * in_h * in_w`).
     pub fn input_len(&self) -> usize {
-        self.channels * self.in_h * self.in_w
+        self.channels.saturating_mul(self.in_h).saturating_mul(self.in_w)
     }
 
     /// Elements of one output sample (`channels * out_h * out_w`).
     pub fn output_len(&self) -> usize {
-        self.channels * self.out_h() * self.out_w()
+        self.channels.saturating_mul(self.out_h()).saturating_mul(self.out_w())
     }
 
     /// Checks positive sizes, `pad < kernel` (Caffe's check), a kernel that fits the padded input,
@@ -126,8 +126,17 @@ impl PoolGeometry {
             return Err(geometry(K, format!("{name} is 0 in {self:?}")));
         }
         let big = usize::MAX / 8;
-        if [self.channels, self.in_h, self.in_w, self.pad_h, self.pad_w].iter().any(|&v| v > big)
-            || self.channels.checked_mul(self.in_h).and_then(|v| v.checked_mul(self.in_w)).is_none()
+        let dims = [
+            self.channels,
+            self.in_h,
+            self.in_w,
+            self.pad_h,
+            self.pad_w,
+            self.kernel_h,
+            self.kernel_w,
+        ];
+        if dims.iter().chain([&self.stride_h, &self.stride_w]).any(|&v| v > big)
+            || self.input_len() > isize::MAX as usize / 4
         {
             return Err(geometry(K, format!("sizes overflow usize in {self:?}")));
         }

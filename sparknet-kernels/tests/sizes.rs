@@ -69,3 +69,34 @@ proptest! {
         }
     }
 }
+
+/// Small, huge or zero sizes: each field of a geometry.
+fn any_size() -> impl Strategy<Value = usize> {
+    prop_oneof![0usize..6, Just(usize::MAX), Just(usize::MAX / 2), (1usize << 20)..(1usize << 40)]
+}
+
+proptest! {
+    /// The size arithmetic never panics (it saturates), and `validate` rejects whatever would
+    /// overflow, so the kernels can trust the sizes of a validated geometry.
+    #[test]
+    fn size_arithmetic_never_panics(v in proptest::collection::vec(any_size(), 13)) {
+        let g = ConvGeometry {
+            in_channels: v[0], in_h: v[1], in_w: v[2], out_channels: v[3], kernel_h: v[4],
+            kernel_w: v[5], stride_h: v[6], stride_w: v[7], pad_h: v[8], pad_w: v[9],
+            dilation_h: v[10], dilation_w: v[11], groups: v[12],
+        };
+        let sizes = (g.out_h(), g.out_w(), g.weight_len(), g.input_len(), g.output_len());
+        if g.validate().is_ok() {
+            prop_assert!(sizes.2 < usize::MAX && sizes.3 < usize::MAX && sizes.4 < usize::MAX);
+            prop_assert!(sizes.0 > 0 && sizes.1 > 0);
+        }
+        let p = PoolGeometry {
+            channels: v[0], in_h: v[1], in_w: v[2], kernel_h: v[4], kernel_w: v[5],
+            stride_h: v[6], stride_w: v[7], pad_h: v[8], pad_w: v[9],
+        };
+        let sizes = (p.out_h(), p.out_w(), p.input_len(), p.output_len());
+        if p.validate().is_ok() {
+            prop_assert!(sizes.0 > 0 && sizes.1 > 0 && sizes.2 < usize::MAX && sizes.3 < usize::MAX);
+        }
+    }
+}

@@ -13,7 +13,9 @@
 //! ```
 //!
 //! Flags: `--quick` (fewer rounds, LeNet only). Under `mpirun` (world size above 1) the MPI section
-//! runs; otherwise the in-process section. Rank 0 prints a table and one JSON line per case.
+//! runs; otherwise the in-process section. Rank 0 prints a table and one JSON line per case. The
+//! MPI section also times `MpiComm::set_mean_chunk` (the mean in 8 MiB pieces, each divided while
+//! still in cache) as backend `mpi-chunked`.
 //!
 //! Allocations are counted by a global allocator, per thread, around each averaging round after
 //! the warm-up. They count Rust heap allocations (the MPI library's own `malloc`s are invisible to
@@ -232,7 +234,10 @@ mod mpi_section {
         }
     }
 
-    pub(super) fn run(comm: &MpiComm, quick: bool) {
+    /// Pieces for the chunked variant: 2 Mi floats (8 MiB), a fraction of a usual L3 cache.
+    const CHUNK: usize = 1 << 21;
+
+    pub(super) fn run(comm: &mut MpiComm, quick: bool) {
         if comm.rank() == 0 {
             println!("MPI, {} ranks", comm.size());
         }
@@ -240,10 +245,18 @@ mod mpi_section {
             if quick && params > 10_000_000 {
                 continue;
             }
-            let sample =
-                measure(comm, params, rounds(params, quick), |buf| raw_allreduce(comm, buf));
-            if comm.rank() == 0 {
-                report("mpi", "MPI_Allreduce", model, params, comm.size(), sample);
+            for chunk in [0, CHUNK] {
+                if chunk >= params {
+                    continue;
+                }
+                comm.set_mean_chunk(chunk);
+                let comm = &*comm;
+                let sample =
+                    measure(comm, params, rounds(params, quick), |buf| raw_allreduce(comm, buf));
+                if comm.rank() == 0 {
+                    let backend = if chunk == 0 { "mpi" } else { "mpi-chunked" };
+                    report(backend, "MPI_Allreduce", model, params, comm.size(), sample);
+                }
             }
         }
     }
@@ -253,9 +266,9 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     #[cfg(feature = "mpi")]
     {
-        let comm = sparknet_mpi::MpiComm::init().expect("MPI init");
+        let mut comm = sparknet_mpi::MpiComm::init().expect("MPI init");
         if comm.size() > 1 {
-            mpi_section::run(&comm, quick);
+            mpi_section::run(&mut comm, quick);
             return;
         }
     }

@@ -74,7 +74,7 @@ impl Checker<'_> {
 }
 
 fn main() {
-    let comm = match MpiComm::init() {
+    let mut comm = match MpiComm::init() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mpi_allreduce: {e}");
@@ -82,6 +82,21 @@ fn main() {
         }
     };
     let (rank, k) = (comm.rank(), comm.size());
+
+    // The mean in cache-sized pieces equals the mean in one allreduce (bit for bit here, as the
+    // sums are exact; in general the library may reduce pieces in another order).
+    let mut whole: Vec<f32> = (0..LEN).map(|i| value(rank, i)).collect();
+    let mut pieces = whole.clone();
+    let whole_result = comm.all_reduce_mean(&mut whole);
+    comm.set_mean_chunk(65_536);
+    let pieces_result = comm.all_reduce_mean(&mut pieces);
+    comm.set_mean_chunk(0);
+    let same = whole.iter().zip(&pieces).all(|(a, b)| a.to_bits() == b.to_bits());
+    if whole_result.is_err() || pieces_result.is_err() || !same {
+        let _ = comm.abort(&format!(
+            "mpi_allreduce check failed: chunked mean differs ({whole_result:?}, {pieces_result:?}, same bits: {same})"
+        ));
+    }
     let mut c = Checker { comm: &comm, checks: 0 };
 
     // allreduce sum, f32 and f64.
@@ -104,6 +119,22 @@ fn main() {
     // The sum is exact in any order, then multiplied by 1/K (exact for a power-of-two K).
     let mean = |i: usize| (0..k).map(|r| value(r, i)).sum::<f32>() * (1.0 / k as f32);
     c.same_bits("average (elementwise mean)", &weights, mean);
+
+    // With inexact sums (arbitrary floats) every rank still ends with the same bits, so the
+    // replicas stay identical after a round.
+    let mut mixed = pattern(1000 + rank as u64, LEN);
+    c.ok("average mixed", averager.average(&comm, &mut mixed));
+    let mut from_root = mixed.clone();
+    c.ok("broadcast mixed", comm.broadcast(&mut from_root, 0));
+    c.same_bits("average on every rank equals rank 0's", &mixed, |i| from_root[i]);
+
+    // Prescaled weights (times 1/K, exact for a power-of-two K) need only the allreduce-sum.
+    if k.is_power_of_two() {
+        let inv = 1.0 / k as f32;
+        let mut pre: Vec<f32> = (0..LEN).map(|i| value(rank, i) * inv).collect();
+        c.ok("average_prescaled", averager.average_prescaled(&comm, &mut pre));
+        c.same_bits("average_prescaled", &pre, mean);
+    }
 
     // Averaging identical replicas is the identity, bit for bit, when K is a power of two.
     let same = pattern(42, LEN);

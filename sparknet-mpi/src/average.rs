@@ -153,6 +153,27 @@ impl Averager {
         Ok(RoundStats { elements: params.len(), comm: start.elapsed(), delay: self.comm_delay })
     }
 
+    /// Like [`average`](Averager::average) for parameters the caller has already multiplied by
+    /// `1 / K` (fused into the last solver update of the round, which touches every weight
+    /// anyway): the round is then exactly one [`all_reduce_sum`](Collective::all_reduce_sum),
+    /// with no pass of its own over the buffer. For a power-of-two `K` the result is bit for bit
+    /// that of `average` on the unscaled weights (scaling by a power of two is exact, barring
+    /// subnormals).
+    ///
+    /// # Errors
+    /// Whatever the collective returns (see [`Collective`]).
+    pub fn average_prescaled<C: Collective + ?Sized>(
+        &mut self,
+        comm: &C,
+        params: &mut [f32],
+    ) -> Result<RoundStats> {
+        let start = Instant::now();
+        self.sleep();
+        comm.all_reduce_sum(params)?;
+        self.rounds += 1;
+        Ok(RoundStats { elements: params.len(), comm: start.elapsed(), delay: self.comm_delay })
+    }
+
     /// Averages the parameters and, following `policy`, the BatchNorm statistics and the solver
     /// history, in one allreduce; `Reset` parts are zeroed, `Local` parts left alone.
     ///

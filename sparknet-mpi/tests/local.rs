@@ -76,6 +76,25 @@ fn averaging_equals_the_elementwise_mean() {
 }
 
 #[test]
+fn prescaled_averaging_matches_averaging_for_power_of_two_k() {
+    for k in [1, 2, 4] {
+        let replicas: Vec<Vec<f32>> = (0..k).map(|r| replica(400 + r as u64, LEN)).collect();
+        let out = run(k, |comm| {
+            let mut plain = replicas[comm.rank()].clone();
+            Averager::new(0).average(&comm, &mut plain)?;
+            let inv = 1.0 / k as f32;
+            let mut scaled: Vec<f32> = replicas[comm.rank()].iter().map(|x| x * inv).collect();
+            Averager::new(0).average_prescaled(&comm, &mut scaled)?;
+            Ok((plain, scaled))
+        });
+        for (rank, (plain, scaled)) in out.iter().enumerate() {
+            let same = plain.iter().zip(scaled).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "K={k} rank {rank}");
+        }
+    }
+}
+
+#[test]
 fn sums_are_in_rank_order_and_identical_on_every_rank() {
     for k in 1..=4 {
         let replicas: Vec<Vec<f32>> = (0..k).map(|r| replica(200 + r as u64, LEN)).collect();

@@ -51,10 +51,11 @@ fn cases() -> Vec<(ConvGeometry, usize)> {
     ]
 }
 
-/// Runs `f` under rayon pools of 1 and 3 threads (both batch plans: sequential samples with a
-/// threaded GEMM, and per-sample chunks with partial weight gradients).
+/// Runs `f` under rayon pools of 1, 3 and 5 threads (all batch plans: sequential samples with a
+/// threaded GEMM, per-sample chunks with partial weight gradients, and chunks that each run a
+/// threaded GEMM, e.g. batch 2 on 5 threads).
 fn with_pools(mut f: impl FnMut(usize) + Send) {
-    for threads in [1, 3] {
+    for threads in [1, 3, 5] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| f(threads));
     }

@@ -55,10 +55,18 @@ fn constant(value: f32) -> FillerParameter {
 }
 
 /// The filler of each learnable blob of `layer` (in blob order), as Caffe's layers choose them.
-pub fn layer_fillers(layer: &LayerParameter, n_blobs: usize) -> Vec<FillerParameter> {
+/// `missing` replaces an absent `weight_filler`/`bias_filler` of Convolution, Deconvolution and
+/// InnerProduct (Caffe's default is constant 0, which makes a deploy net without fillers
+/// degenerate when it is built with random weights).
+pub fn layer_fillers(
+    layer: &LayerParameter,
+    n_blobs: usize,
+    missing: Option<&(FillerParameter, FillerParameter)>,
+) -> Vec<FillerParameter> {
     let zero = FillerParameter::default();
     let pair = |w: Option<&FillerParameter>, b: Option<&FillerParameter>| {
-        vec![w.cloned().unwrap_or_default(), b.cloned().unwrap_or_default()]
+        let (dw, db) = missing.cloned().unwrap_or_default();
+        vec![w.cloned().unwrap_or(dw), b.cloned().unwrap_or(db)]
     };
     let mut v = match layer.r#type() {
         "Convolution" | "Deconvolution" => {

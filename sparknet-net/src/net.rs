@@ -14,7 +14,7 @@ use crate::fillers::{Rng, fill, layer_fillers};
 use crate::graph::{NetGraph, state_for};
 use crate::layers::{ForwardCtx, Layer, LayerRegistry, Shape};
 use crate::load::{read_caffemodel, read_net_prototxt};
-use crate::proto::{NetParameter, NetState, Phase};
+use crate::proto::{FillerParameter, NetParameter, NetState, Phase};
 use crate::{Error, Result};
 
 /// How to build a [`Net`].
@@ -34,6 +34,9 @@ pub struct NetConfig {
     /// stream, so the values do not depend on when the layer is set up); `None` leaves them
     /// zero, which is faster when only shapes matter (`inspect`) or weights are loaded anyway.
     pub seed: Option<u64>,
+    /// Weight and bias fillers for Convolution/Deconvolution/InnerProduct layers that name none
+    /// (`None`: Caffe's constant 0).
+    pub missing_fillers: Option<(FillerParameter, FillerParameter)>,
 }
 
 impl Default for NetConfig {
@@ -45,6 +48,7 @@ impl Default for NetConfig {
             device: Device::Cpu,
             input_shapes: HashMap::new(),
             seed: Some(1),
+            missing_fillers: None,
         }
     }
 }
@@ -230,7 +234,11 @@ impl Net {
                                         .map(|s| Tensor::zeros(s.as_slice(), DType::F32, &dev))
                                         .collect::<candle::Result<_>>()?,
                                     Some(seed) => {
-                                        let fillers = layer_fillers(&node.param, pshapes.len());
+                                        let fillers = layer_fillers(
+                                            &node.param,
+                                            pshapes.len(),
+                                            self.config.missing_fillers.as_ref(),
+                                        );
                                         let mut rng = Rng::new(
                                             seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64),
                                         );

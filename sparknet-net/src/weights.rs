@@ -170,4 +170,22 @@ impl Net {
             source: std::io::Error::other(e.to_string()),
         })
     }
+
+    /// Sets every BatchNorm's statistics to mean 0, variance 1 and scale factor 1 (Caffe fills
+    /// them with zeros, which makes a deep net built with random weights overflow).
+    ///
+    /// # Errors
+    /// candle errors.
+    pub fn unit_batch_norm(&mut self) -> Result<()> {
+        for (i, node) in self.graph.layers.iter().enumerate() {
+            if node.kind == "BatchNorm" && self.params[i].len() == 3 {
+                let p = &mut self.params[i];
+                p[0] = p[0].zeros_like()?;
+                p[1] = p[1].ones_like()?;
+                p[2] = p[2].ones_like()?;
+            }
+        }
+        self.sync_shared();
+        Ok(())
+    }
 }

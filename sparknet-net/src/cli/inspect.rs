@@ -48,6 +48,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             stage: a.stage.clone(),
             data_shape: a.data_shape.clone(),
             seed: 0,
+            fill_missing: false,
         },
         None,
     )?;

@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sparknet_net::layers::Shape;
 use sparknet_net::load::{read_caffemodel, read_net_prototxt};
 use sparknet_net::preprocess::Preprocess;
+use sparknet_net::proto::FillerParameter;
 use sparknet_net::{Error, Net, NetConfig, Phase, Result};
 
 /// Caffe models on candle.
@@ -83,6 +84,10 @@ pub struct NetArgs {
     /// Seed of the fillers for weights the caffemodel does not provide.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where a Convolution/Deconvolution/InnerProduct names no filler, use msra weights and
+    /// gaussian(std 0.1) biases instead of Caffe's zeros (random-weight comparisons).
+    #[arg(long)]
+    pub fill_missing: bool,
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +97,10 @@ struct ExportArgs {
     /// Output file: .safetensors or .caffemodel.
     #[arg(long)]
     to: PathBuf,
+    /// Set every BatchNorm to mean 0, variance 1, scale factor 1 (Caffe fills them with zeros,
+    /// which makes deep random-weight nets overflow; for comparisons with random weights).
+    #[arg(long)]
+    bn_unit: bool,
 }
 
 /// Parses `NAME=N,C,H,W`.
@@ -167,6 +176,15 @@ pub fn build_net_with_seed(a: &NetArgs, seed: Option<u64>) -> Result<Net> {
         stages: a.stage.clone(),
         input_shapes: a.data_shape.iter().cloned().collect::<HashMap<_, _>>(),
         seed,
+        missing_fillers: a.fill_missing.then(|| {
+            let w = FillerParameter { r#type: Some("msra".into()), ..Default::default() };
+            let b = FillerParameter {
+                r#type: Some("gaussian".into()),
+                std: Some(0.1),
+                ..Default::default()
+            };
+            (w, b)
+        }),
         ..NetConfig::default()
     };
     let mut net = Net::new(&param, config)?;
@@ -184,7 +202,10 @@ pub fn file_stem(blob: &str) -> String {
 }
 
 fn export(a: &ExportArgs) -> Result<()> {
-    let net = build_net(&a.net)?;
+    let mut net = build_net(&a.net)?;
+    if a.bn_unit {
+        net.unit_batch_norm()?;
+    }
     match a.to.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => net.save_safetensors(&a.to),
         Some("caffemodel") => net.save_caffemodel(&a.to),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod corpus;
+mod golden;
 mod loaders;
 mod net;
 mod npy;

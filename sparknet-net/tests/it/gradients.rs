@@ -383,3 +383,39 @@ fn scale_bias_batchnorm_gradients() {
         false,
     );
 }
+
+#[test]
+fn prelu_crop_and_more_loss_gradients() {
+    let mut rng = Lcg(31);
+    let x = rand_away(&mut rng, 2 * 3 * 2 * 2, 0.05);
+    for def in ["type: 'PReLU'", "type: 'PReLU' prelu_param { channel_shared: true }"] {
+        check(&layer(def), &[(x.clone(), vec![2, 3, 2, 2])], &[true], 32);
+    }
+    let big = rng.vec(2 * 3 * 4 * 4, -1.0, 1.0);
+    check(
+        "layer { name: 'c' type: 'Crop' bottom: 'x' bottom: 'r' top: 'y' crop_param { axis: 2 offset: 1 offset: 2 } }",
+        &[(big, vec![2, 3, 4, 4]), (vec![0.0; 2 * 3 * 2 * 2], vec![2, 3, 2, 2])],
+        &[true, false],
+        33,
+    );
+    let logits = rng.vec(3 * 4, -2.0, 2.0);
+    let targets = rng.vec(3 * 4, 0.0, 1.0);
+    check(
+        "layer { name: 's' type: 'SigmoidCrossEntropyLoss' bottom: 'x' bottom: 't' top: 'l' }",
+        &[(logits, vec![3, 4]), (targets, vec![3, 4])],
+        &[true, false],
+        34,
+    );
+    let a = rng.vec(4 * 2, -0.4, 0.4);
+    let b = rng.vec(4 * 2, -0.4, 0.4);
+    for def in ["", "contrastive_loss_param { legacy_version: true margin: 2 }"] {
+        check(
+            &format!(
+                "layer {{ name: 'c' type: 'ContrastiveLoss' bottom: 'a' bottom: 'b' bottom: 'y' top: 'l' {def} }}"
+            ),
+            &[(a.clone(), vec![4, 2]), (b.clone(), vec![4, 2]), (vec![1., 0., 0., 1.], vec![4])],
+            &[true, true, false],
+            35,
+        );
+    }
+}

@@ -419,3 +419,43 @@ fn prelu_crop_and_more_loss_gradients() {
         );
     }
 }
+
+#[test]
+fn dropout_train_mask_scales_and_routes_the_gradient() {
+    let param = parse_net_text(
+        "layer { name: 'd' type: 'Dropout' bottom: 'x' top: 'y' dropout_param { dropout_ratio: 0.4 } }",
+        "drop".as_ref(),
+    )
+    .unwrap();
+    let mut l = LayerRegistry::default().create(&param.layer[0]).unwrap();
+    let shape = vec![4usize, 250];
+    l.setup(std::slice::from_ref(&shape)).unwrap();
+    l.reshape(std::slice::from_ref(&shape)).unwrap();
+    let ctx = ForwardCtx { phase: Phase::Train, device: Device::Cpu };
+    let x = Tensor::full(2f32, (4, 250), &Device::Cpu).unwrap();
+    let y = l.forward(&ctx, &[&x], &[]).unwrap().remove(0);
+    let yv = flat(&y);
+    let kept = yv.iter().filter(|&&v| v != 0.0).count();
+    assert!(
+        yv.iter().all(|&v| v == 0.0 || (v - 2.0 / 0.6).abs() < 1e-5),
+        "kept x scaled by 1/(1-p)"
+    );
+    assert!((450..750).contains(&kept), "about 60% kept: {kept}");
+    let dy = Tensor::full(3f32, (4, 250), &Device::Cpu).unwrap();
+    let g = l
+        .backward(&BackwardArgs {
+            ctx: &ctx,
+            bottoms: &[&x],
+            tops: &[&y],
+            top_diffs: std::slice::from_ref(&dy),
+            params: &[],
+            propagate_down: &[true],
+            param_down: &[],
+        })
+        .unwrap();
+    let gx = flat(g.bottoms[0].as_ref().unwrap());
+    // Same mask, same scale: dx = dy * y / x.
+    for (d, v) in gx.iter().zip(&yv) {
+        assert!((d - 3.0 * v / 2.0).abs() < 1e-5);
+    }
+}

@@ -363,4 +363,10 @@ fn solve_loop_tests_displays_and_snapshots() {
     let st =
         sparknet_net::load::read_solverstate(dir.path().join("run_iter_4.solverstate")).unwrap();
     assert_eq!((st.iter(), st.history.len()), (4, 2));
+    // Parameters written in place (as an allreduce does) are what the next snapshot saves.
+    s.net_mut().param_buffer().unwrap().fill(0.5);
+    let (model, _) = s.snapshot().unwrap();
+    let saved = sparknet_net::load::read_caffemodel(model).unwrap();
+    let ip = saved.layer.iter().find(|l| l.name() == "ip").unwrap();
+    assert!(ip.blobs.iter().all(|b| b.data.iter().all(|&v| v == 0.5)));
 }

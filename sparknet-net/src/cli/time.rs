@@ -1,4 +1,4 @@
-//! `sparknet-net time`: per-layer forward milliseconds, like `caffe time` (inputs are random
+//! `sparknet-net time`: per-layer forward milliseconds and whole forward-backward passes, like `caffe time` (inputs are random
 //! batches of their shapes; label-like tops are zeros, a valid class).
 
 use std::collections::HashMap;
@@ -68,6 +68,14 @@ pub fn run(a: &TimeArgs) -> Result<()> {
         }
     }
     let forward_ms = start.elapsed().as_secs_f64() * 1e3 / iterations as f64;
+    // A whole forward + backward pass, as `caffe time` reports it (the backward of a net without a
+    // loss does nothing, as in Caffe).
+    net.forward_backward(&inputs)?;
+    let start = Instant::now();
+    for _ in 0..iterations {
+        net.forward_backward(&inputs)?;
+    }
+    let forward_backward_ms = start.elapsed().as_secs_f64() * 1e3 / iterations as f64;
     let infos = net.layer_infos();
     for (info, total) in infos.iter().zip(&per_layer) {
         let ms = total / iterations as f64;
@@ -78,13 +86,13 @@ pub fn run(a: &TimeArgs) -> Result<()> {
         }
     }
     if a.json {
-        // Backward lands with training (issue 5); until then it is reported as null.
         say!(
             "{}",
-            json!({"iterations": iterations, "forward_ms": forward_ms, "forward_backward_ms": null})
+            json!({"iterations": iterations, "forward_ms": forward_ms, "forward_backward_ms": forward_backward_ms})
         );
     } else {
         say!("average forward pass: {forward_ms:.3} ms ({iterations} iterations)");
+        say!("average forward-backward pass: {forward_backward_ms:.3} ms");
     }
     Ok(())
 }

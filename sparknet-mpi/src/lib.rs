@@ -73,8 +73,10 @@
 //! from the input in the last bit.
 //!
 mod average;
+pub mod bind;
 mod collective;
 mod error;
+pub mod eval;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_comm;

@@ -122,6 +122,9 @@ pub enum Error {
     /// names the file, layer or flag.
     #[error("{0}")]
     Config(String),
+    /// A test pass was asked of a net whose TEST phase has no Data layer (or no test data).
+    #[error("the TEST phase of the net has no Data layer to test on")]
+    NoTestData,
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -49,7 +49,8 @@ impl TestScores {
 /// the ranks of `comm`. Every rank must call it (it ends with one reduction).
 ///
 /// # Errors
-/// [`Error::Config`] when the phase has no data or the net no scalar output; loader, net and
+/// [`Error::NoTestData`] when the phase has no data, [`Error::Config`] when the net has no scalar
+/// output; loader, net and
 /// collective errors.
 pub fn evaluate<C: Collective + ?Sized>(
     net: &mut Net,
@@ -58,7 +59,7 @@ pub fn evaluate<C: Collective + ?Sized>(
 ) -> Result<TestScores> {
     let start = Instant::now();
     if data.is_empty() {
-        return Err(Error::Config("the TEST phase of the net has no Data layer to test on".into()));
+        return Err(Error::NoTestData);
     }
     let outputs = net.output_names();
     let (bs, total) = (data.batch_size(), data.records());

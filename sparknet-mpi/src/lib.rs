@@ -80,6 +80,7 @@ pub mod eval;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
+pub mod trainer;
 
 pub use average::{Averager, AveragingPolicy, ReplicaState, RoundStats, StatePolicy};
 pub use collective::Collective;

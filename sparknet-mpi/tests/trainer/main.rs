@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 mod bind;
 mod eval;
+mod sparknet_loop;
 
 /// The MNIST test set (its first `limit` records) converted into `dir/mnist-test`.
 pub fn mnist_test_set(assets: &Path, dir: &Path, limit: Option<usize>) -> PathBuf {

@@ -75,6 +75,7 @@
 mod average;
 pub mod bind;
 mod collective;
+pub mod default_run;
 mod error;
 pub mod eval;
 mod local;

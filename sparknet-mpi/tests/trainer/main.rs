@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 mod bind;
+mod default_run;
 mod eval;
 mod sparknet_loop;
 

@@ -102,6 +102,18 @@ impl Error {
         }
     }
 
+    /// Adds the net file's name to an [`Error::Unsupported`] (other errors pass through).
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::Unsupported { layer, kind, context } => Error::Unsupported {
+                layer,
+                kind,
+                context: format!("{context} in {}", path.display()),
+            },
+            e => e,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }

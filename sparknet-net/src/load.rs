@@ -19,9 +19,18 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
+/// `offset` clamped to `text` and moved back to a character boundary.
+fn boundary(text: &str, offset: usize) -> usize {
+    let mut o = offset.min(text.len());
+    while !text.is_char_boundary(o) {
+        o -= 1;
+    }
+    o
+}
+
 /// 1-based line and column of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let upto = &text[..offset.min(text.len())];
+    let upto = &text[..boundary(text, offset)];
     let line = upto.matches('\n').count() + 1;
     let col =
         upto.rfind('\n').map_or(upto.chars().count(), |nl| upto[nl + 1..].chars().count()) + 1;
@@ -38,7 +47,7 @@ fn error_offset(debug: &str) -> Option<usize> {
 
 /// The last `key: "value"` (quoted) before `offset`, used to name the layer around a parse error.
 fn last_quoted_value(text: &str, key: &str, offset: usize) -> Option<String> {
-    let before = &text[..offset.min(text.len())];
+    let before = &text[..boundary(text, offset)];
     let mut search = before;
     while let Some(pos) = search.rfind(key) {
         let after = before[pos + key.len()..].trim_start();
@@ -204,6 +213,31 @@ mod tests {
         assert_eq!(conv.kernel_size, vec![3, 1]);
         assert!(conv.bias_term());
         assert_eq!(net.layer[0].input_param.as_ref().unwrap().shape[0].dim, vec![1, 3, 5]);
+    }
+
+    #[test]
+    fn no_truncation_or_byte_flip_panics() {
+        let text = "name: \"é\" layer { name: \"ç\" type: \"Convolution\" bottom: \"d\" top: \"c\" \
+                    convolution_param { num_output: 2 kernel_size: 3 } } # ünïcode\n";
+        for cut in 0..=text.len() {
+            if text.is_char_boundary(cut) {
+                let _ = parse_net_text(&text[..cut], Path::new("t"));
+            }
+        }
+        let mut net = NetParameter::default();
+        net.layer.push(proto::LayerParameter {
+            name: Some("ip".into()),
+            blobs: vec![BlobProto { data: vec![0.5; 8], ..Default::default() }],
+            ..Default::default()
+        });
+        let bytes = net.encode_to_vec();
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                let _ = decode_caffemodel(&b, Path::new("w"));
+            }
+        }
     }
 
     #[test]

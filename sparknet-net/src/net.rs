@@ -183,7 +183,8 @@ impl Net {
         weights: Option<&Path>,
         config: NetConfig,
     ) -> Result<Net> {
-        let mut net = Net::new(&read_net_prototxt(model)?, config)?;
+        let model = model.as_ref();
+        let mut net = Net::new(&read_net_prototxt(model)?, config).map_err(|e| e.in_file(model))?;
         if let Some(w) = weights {
             net.copy_from(&read_caffemodel(w)?)?;
         }

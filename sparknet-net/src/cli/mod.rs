@@ -187,7 +187,7 @@ pub fn build_net_with_seed(a: &NetArgs, seed: Option<u64>) -> Result<Net> {
         }),
         ..NetConfig::default()
     };
-    let mut net = Net::new(&param, config)?;
+    let mut net = Net::new(&param, config).map_err(|e| e.in_file(&a.model))?;
     if let Some(w) = &a.weights {
         net.copy_from(&read_caffemodel(w)?)?;
     }

@@ -50,6 +50,7 @@ fn inspect_exits_zero_on_supported_nets_and_names_unsupported_layers() {
         assert!(!o.status.success());
         let t = text(&o);
         assert!(t.contains("unsupported") && t.contains(layer), "{f}: {t}");
+        assert!(t.contains(f.rsplit('/').next().unwrap()), "names the file: {t}");
     }
 }
 

@@ -53,6 +53,17 @@ fn caffemodel_round_trip_is_bit_identical() {
         }
         let x = Tensor::rand(0f32, 1.0, &input, &Device::Cpu).unwrap();
         assert_eq!(forward_prob(&mut a, &x), forward_prob(&mut b, &x), "{model}");
+        let st = dir.path().join("a.safetensors");
+        a.save_safetensors(&st).unwrap();
+        let loaded = candle::safetensors::load(&st, &Device::Cpu).unwrap();
+        let conv1 = &a.params()["conv1"];
+        assert_eq!(loaded.len(), a.params().values().map(Vec::len).sum::<usize>());
+        assert_eq!(loaded["conv1.0"].dims(), conv1[0].dims());
+        assert_eq!(
+            loaded["conv1.1"].to_vec1::<f32>().unwrap(),
+            conv1[1].to_vec1::<f32>().unwrap(),
+            "{model}: safetensors keyed <layer>.<blob>"
+        );
         let again = dir.path().join("b.caffemodel");
         b.save_caffemodel(&again).unwrap();
         assert_eq!(

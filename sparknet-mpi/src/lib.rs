@@ -81,6 +81,7 @@ pub mod eval;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
+pub mod run;
 pub mod trainer;
 
 pub use average::{Averager, AveragingPolicy, ReplicaState, RoundStats, StatePolicy};

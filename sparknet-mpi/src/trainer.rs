@@ -155,9 +155,13 @@ pub trait Worker {
     fn snapshot(&mut self) -> Result<Vec<PathBuf>>;
 }
 
-/// A progress record from rank 0 (one JSON line).
+/// A record from rank 0: a report (one JSON line) at display, test and snapshot points, or a
+/// progress tick after every other round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// True for a progress tick: only `round`, `iter`, `loss` (rank 0's last step, not reduced)
+    /// and `lr` are set, and nothing should be logged.
+    pub tick: bool,
     /// Averaging rounds (or gradient-sync steps) completed.
     pub round: u64,
     /// Iterations per worker completed.
@@ -304,6 +308,7 @@ where
     let mut win = Window { data_wait_at: worker.data_wait(), ..Window::default() };
     let (mut rounds, mut total_comm, mut lr) = (0u64, Duration::ZERO, None);
     let mut stopped_by_time = false;
+    let mut last_loss = None;
     if config.test_initialization && config.test_interval > 0 {
         let t = Instant::now();
         let scores = worker.test(comm)?;
@@ -327,6 +332,7 @@ where
             win.compute += t.elapsed();
             win.loss += f64::from(loss);
             win.steps += 1;
+            last_loss = Some(loss);
         } else {
             // Local steps up to the round's end, not past max_iter nor into the warmup rule.
             let steps = config.tau.min(config.max_iter - before);
@@ -336,6 +342,7 @@ where
                 win.loss += f64::from(out.loss);
                 win.steps += 1;
                 lr = Some(out.lr);
+                last_loss = Some(out.loss);
             }
             win.compute += t.elapsed();
             if multi || !config.comm_delay.is_zero() {
@@ -376,6 +383,21 @@ where
             emit(comm, worker, &mut win, rounds, lr, scores, files, start, on_event)?;
         } else if !files.is_empty() {
             emit(comm, worker, &mut win, rounds, lr, None, files, start, on_event)?;
+        } else if root {
+            on_event(&Event {
+                tick: true,
+                round: rounds,
+                iter: after,
+                loss: last_loss.map(f64::from),
+                lr,
+                compute: 0.0,
+                allreduce: 0.0,
+                data_wait: 0.0,
+                eval: 0.0,
+                seconds: start.elapsed().as_secs_f64(),
+                test: None,
+                snapshot: Vec::new(),
+            });
         }
         if end {
             break;
@@ -425,6 +447,7 @@ where
     let data_wait = wait.saturating_sub(win.data_wait_at);
     if comm.rank() == 0 {
         on_event(&Event {
+            tick: false,
             round,
             iter: worker.iter(),
             loss: (loss[1] > 0.0).then(|| loss[0] / loss[1]),

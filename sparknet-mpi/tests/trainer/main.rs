@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 mod bind;
 mod default_run;
 mod eval;
+mod plan;
 mod sparknet_loop;
 
 /// The MNIST test set (its first `limit` records) converted into `dir/mnist-test`.

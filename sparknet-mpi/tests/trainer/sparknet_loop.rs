@@ -265,7 +265,16 @@ fn events_come_at_display_and_test_points_with_timings() {
         .run(|comm| {
             let mut w = Lsq::partitioned(comm.rank(), 2, 4);
             let mut events = Vec::new();
-            let s = train(&comm, &mut w, &cfg, &mut |e| events.push(e.clone())).unwrap();
+            let mut ticks = 0;
+            let s = train(&comm, &mut w, &cfg, &mut |e| {
+                if e.tick {
+                    ticks += 1;
+                } else {
+                    events.push(e.clone());
+                }
+            })
+            .unwrap();
+            assert_eq!(ticks, if comm.rank() == 0 { 3 } else { 0 }, "rounds ending at 2, 6, 10");
             (s, events, w.snapshots)
         })
         .unwrap();

@@ -189,49 +189,37 @@ pub fn under_mpi_launcher() -> bool {
         .any(|v| std::env::var_os(v).is_some())
 }
 
-/// Runs the loop on this rank with `make` building its worker: inside a thread pool of its own
-/// when `threads` is given (in-process workers), else on the current thread with the global
-/// rayon pool (one MPI rank per process: size the global pool with [`threads_per_rank`]).
+/// Runs the loop on this rank with `make` building its worker, on the current thread (its
+/// kernels use the current rayon pool: for one MPI rank per process, size the global pool with
+/// [`threads_per_rank`]).
 ///
 /// # Errors
 /// Worker construction (after aborting the group) and loop errors.
 pub fn run_rank<C, W, F>(
-    comm: C,
-    threads: Option<usize>,
+    comm: &C,
     config: &LoopConfig,
     make: F,
-    on_event: &mut (dyn FnMut(&Event) + Send),
+    on_event: &mut dyn FnMut(&Event),
 ) -> Result<Summary>
 where
-    C: Collective + Send,
+    C: Collective,
     W: Worker,
-    F: FnOnce(&C) -> Result<W> + Send,
+    F: FnOnce(&C) -> Result<W>,
 {
-    let body = move || {
-        let mut worker = match make(&comm) {
-            Ok(w) => w,
-            Err(e) => {
-                if comm.size() > 1 {
-                    let _ = comm.abort(&format!("rank {}: {e}", comm.rank()));
-                }
-                return Err(e);
+    let mut worker = match make(comm) {
+        Ok(w) => w,
+        Err(e) => {
+            if comm.size() > 1 {
+                let _ = comm.abort(&format!("rank {}: {e}", comm.rank()));
             }
-        };
-        train(&comm, &mut worker, config, on_event)
+            return Err(e);
+        }
     };
-    match threads {
-        None => body(),
-        Some(t) => rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .thread_name(move |i| format!("sparknet-compute-{i}"))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot start {t} compute threads: {e}")))?
-            .install(body),
-    }
+    train(comm, &mut worker, config, on_event)
 }
 
-/// `K` in-process workers on threads, each with `threads_per_rank(K)` compute threads; rank 0
-/// reports to `on_event`. Returns rank 0's summary.
+/// `K` in-process workers on threads, each in its own rayon pool of `threads_per_rank(K)`
+/// compute threads; rank 0 reports to `on_event`. Returns rank 0's summary.
 ///
 /// # Errors
 /// The lowest rank's error.
@@ -248,8 +236,15 @@ where
     let threads = threads_per_rank(workers);
     let make = &make;
     let results = LocalGroup::new(workers)?.run(|comm| {
-        let mut report = |e: &Event| on_event(e);
-        run_rank(comm, Some(threads), config, |c: &crate::LocalComm| make(c), &mut report)
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("sparknet-compute-{i}"))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start {threads} compute threads: {e}")))?;
+        pool.install(move || {
+            let mut report = |e: &Event| on_event(e);
+            run_rank(&comm, config, |c: &crate::LocalComm| make(c), &mut report)
+        })
     })?;
     let mut first_err = None;
     let mut summary = None;

@@ -116,7 +116,10 @@ pub trait Worker {
     /// Sets the iteration count (a replica joining rank 0's resumed run).
     fn set_iter(&mut self, iter: u64);
     /// The flat parameter buffer.
-    fn params(&mut self) -> &mut [f32];
+    ///
+    /// # Errors
+    /// When the buffer cannot be built (parameter shapes unknown).
+    fn params(&mut self) -> Result<&mut [f32]>;
     /// Called after the loop overwrote [`params`](Worker::params) (broadcast, averaging).
     ///
     /// # Errors
@@ -134,7 +137,10 @@ pub trait Worker {
     /// Data, net or solver errors.
     fn compute_gradients(&mut self) -> Result<f32>;
     /// The flat gradient buffer, laid out as [`params`](Worker::params).
-    fn grads(&mut self) -> &mut [f32];
+    ///
+    /// # Errors
+    /// As [`params`](Worker::params).
+    fn grads(&mut self) -> Result<&mut [f32]>;
     /// The update from the gradients in [`grads`](Worker::grads) (after the loop averaged them);
     /// counts one iteration and returns the learning rate used.
     ///
@@ -301,7 +307,7 @@ where
         let mut iter = worker.iter().to_le_bytes();
         comm.broadcast_bytes(&mut iter, 0)?;
         worker.set_iter(u64::from_le_bytes(iter));
-        comm.broadcast(worker.params(), 0)?;
+        comm.broadcast(worker.params()?, 0)?;
         worker.params_changed()?;
     }
     let mut averager = Averager::new(0).with_comm_delay(config.comm_delay);
@@ -323,7 +329,7 @@ where
             let loss = worker.compute_gradients()?;
             win.compute += t.elapsed();
             if multi || !config.comm_delay.is_zero() {
-                let stats = averager.average(comm, worker.grads())?;
+                let stats = averager.average(comm, worker.grads()?)?;
                 win.comm += stats.comm;
                 total_comm += stats.comm;
             }
@@ -346,7 +352,7 @@ where
             }
             win.compute += t.elapsed();
             if multi || !config.comm_delay.is_zero() {
-                let stats = averager.average(comm, worker.params())?;
+                let stats = averager.average(comm, worker.params()?)?;
                 worker.params_changed()?;
                 win.comm += stats.comm;
                 total_comm += stats.comm;

@@ -69,8 +69,8 @@ impl Worker for Lsq {
     fn set_iter(&mut self, iter: u64) {
         self.iter = iter;
     }
-    fn params(&mut self) -> &mut [f32] {
-        &mut self.w
+    fn params(&mut self) -> Result<&mut [f32]> {
+        Ok(&mut self.w)
     }
     fn params_changed(&mut self) -> Result<()> {
         Ok(())
@@ -97,8 +97,8 @@ impl Worker for Lsq {
         }
         Ok(loss / rows.len() as f32)
     }
-    fn grads(&mut self) -> &mut [f32] {
-        &mut self.g
+    fn grads(&mut self) -> Result<&mut [f32]> {
+        Ok(&mut self.g)
     }
     fn apply_gradients(&mut self) -> Result<f32> {
         for (w, g) in self.w.iter_mut().zip(&self.g) {

@@ -72,6 +72,7 @@ fn main() -> Res<()> {
         .map_or_else(|_| root.join("../shared/reference"), Into::into);
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(reference.join("accuracy.json"))?)?;
+    let mut mismatches = Vec::new();
     for case in cases {
         let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
             reference.join("forward").join(case).join("case.json"),
@@ -123,6 +124,17 @@ fn main() -> Res<()> {
             "{}",
             serde_json::json!({"case": case, "images": n, "correct": correct, "accuracy": correct as f64 / n as f64,
                 "opencv_correct": reference_correct, "verdict": verdict, "seconds": start.elapsed().as_secs_f64()})
+        );
+        if verdict == "MISMATCH" {
+            mismatches.push(format!(
+                "{case}: {correct} correct, OpenCV {}",
+                reference_correct.unwrap_or(0)
+            ));
+        }
+    }
+    if !mismatches.is_empty() {
+        return Err(
+            format!("accuracy differs from the reference: {}", mismatches.join("; ")).into()
         );
     }
     Ok(())

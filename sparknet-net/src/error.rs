@@ -87,6 +87,9 @@ pub enum Error {
     /// An error from a CPU kernel.
     #[error("kernel: {0}")]
     Kernel(String),
+    /// A solver update or solver state that does not fit the net.
+    #[error(transparent)]
+    Solver(#[from] crate::solver::UpdateError),
 }
 
 /// The crate's result type.

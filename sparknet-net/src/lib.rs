@@ -53,6 +53,7 @@
 //! # Feature flags
 //! - `cuda`: candle's CUDA backend (forwarded to candle-core and candle-nn).
 
+mod backward;
 pub mod blob;
 pub mod cpu;
 pub mod error;
@@ -61,12 +62,15 @@ pub mod graph;
 pub mod layers;
 pub mod load;
 pub mod net;
+pub mod params;
 pub mod preprocess;
 pub mod proto;
+pub mod solver;
 pub mod upgrade;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use net::{LayerInfo, Net, NetConfig};
+pub use params::ParamEntry;
 pub use proto::Phase;
 pub use weights::WeightCollection;

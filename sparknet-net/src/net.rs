@@ -79,13 +79,17 @@ pub struct Net {
     pub(crate) param_shapes: Vec<Option<Vec<Shape>>>,
     /// (layer, blob) -> owner (layer, blob) for `param { name }` sharing.
     pub(crate) shared: Vec<Vec<Option<(usize, usize)>>>,
-    bottom_slots: Vec<Vec<usize>>,
-    top_slots: Vec<Vec<usize>>,
-    slot_names: Vec<String>,
-    name_to_slot: HashMap<String, usize>,
-    shapes: Vec<Option<Shape>>,
-    values: Vec<Option<Tensor>>,
-    loss_weights: Vec<Vec<f32>>,
+    pub(crate) bottom_slots: Vec<Vec<usize>>,
+    pub(crate) top_slots: Vec<Vec<usize>>,
+    pub(crate) slot_names: Vec<String>,
+    pub(crate) name_to_slot: HashMap<String, usize>,
+    pub(crate) shapes: Vec<Option<Shape>>,
+    pub(crate) values: Vec<Option<Tensor>>,
+    pub(crate) loss_weights: Vec<Vec<f32>>,
+    /// The flat parameter and gradient buffers (built on first use, see [`crate::params`]).
+    pub(crate) flat: Option<crate::params::Flat>,
+    /// Blob diffs of the last backward, per slot.
+    pub(crate) diffs: Vec<Option<Tensor>>,
 }
 
 impl Net {
@@ -168,6 +172,8 @@ impl Net {
             shapes: vec![None; n_slots],
             values: vec![None; n_slots],
             loss_weights,
+            flat: None,
+            diffs: Vec::new(),
         };
         let fed = net.config.input_shapes.clone();
         net.infer_shapes(&fed)?;
@@ -256,6 +262,7 @@ impl Net {
                                 };
                                 self.shared[i] = vec![None; pshapes.len()];
                                 self.param_shapes[i] = Some(pshapes);
+                                self.flat = None;
                             }
                             Some(old) => {
                                 for (k, (o, p)) in old.iter().zip(&pshapes).enumerate() {
@@ -362,6 +369,7 @@ impl Net {
                 )));
             }
         }
+        self.sync_params()?;
         let shapes: HashMap<String, Shape> =
             inputs.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
         let changed =

@@ -61,6 +61,8 @@ impl Net {
     }
 
     fn sync_shared(&mut self) {
+        // The tensors are new: the flat parameter buffer is rebuilt from them when next needed.
+        self.flat = None;
         for i in 0..self.params.len() {
             for k in 0..self.shared[i].len() {
                 if let Some((ol, ob)) = self.shared[i][k] {

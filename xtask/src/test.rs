@@ -4,9 +4,11 @@
 //! 2. `cargo clippy --workspace --all-targets -- -D warnings`
 //! 3. `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`
 //! 4. the shared assets: present, or a visible skip (`SPARKNET_REQUIRE_ASSETS=1` makes absence fatal)
-//! 5. MPI: when `mpicc` and `mpirun` are installed, the `mpi` feature is linted and tested and the
+//! 5. acceptance runs too long for a unit test but cheap enough for CI: full-test-set accuracy of
+//!    LeNet (MNIST, 10k) and CIFAR-10 quick (10k) against the independent reference's counts
+//! 6. MPI: when `mpicc` and `mpirun` are installed, the `mpi` feature is linted and tested and the
 //!    multi-rank examples run under `mpirun` (`SPARKNET_REQUIRE_MPI=1` makes a missing MPI fatal)
-//! 6. `cargo test --workspace` last, so its summary is the last thing printed.
+//! 7. `cargo test --workspace` last, so its summary is the last thing printed.
 //!
 //! Flags: `--no-lint` skips steps 1-3 (for a quick local run).
 
@@ -40,7 +42,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         exec(doc)?;
     }
 
-    check_assets()?;
+    if check_assets()? {
+        let mut accuracy = cargo();
+        accuracy.args(["run", "--quiet", "-p", "sparknet-net", "--example", "accuracy"]);
+        accuracy.args(["--", "lenet", "cifar10_quick"]);
+        exec(accuracy)?;
+    }
 
     if let Some(mpi) = &mpi {
         mpi::run_multi_rank(mpi)?;
@@ -51,13 +58,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     exec(test)
 }
 
-/// Reports where the shared assets are; fails when they are required and absent.
-fn check_assets() -> Result<()> {
+/// Reports where the shared assets are (true when present); fails when they are required and absent.
+fn check_assets() -> Result<bool> {
     let raw = std::env::var_os("SPARKNET_ASSETS").unwrap_or_else(|| "../shared/assets".into());
     let raw = std::path::PathBuf::from(raw);
     let dir = if raw.is_absolute() { raw } else { project_root().join(raw) };
     if dir.is_dir() {
         eprintln!("\nassets: {}", dir.display());
+        return Ok(true);
     } else if env_flag("SPARKNET_REQUIRE_ASSETS") {
         bail!("SPARKNET_REQUIRE_ASSETS=1 but the assets directory {} is missing", dir.display());
     } else {
@@ -66,5 +74,5 @@ fn check_assets() -> Result<()> {
             dir.display()
         );
     }
-    Ok(())
+    Ok(false)
 }

@@ -7,7 +7,7 @@
 use candle::Tensor;
 use sparknet_kernels::{ConvGeometry, Workspace};
 
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::{from_host, kernel_err, with_host};
 use crate::proto::{ConvolutionParameter, LayerParameter};
 use crate::{Error, Result};
@@ -259,6 +259,50 @@ impl Layer for Convolution {
             })
         })?;
         Ok(vec![from_host(out, &[n, self.spec.num_output, g.out_h(), g.out_w()], &ctx.device)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let x = a.bottoms[0];
+        let [n, c, h, w] = nchw(&self.name, x.dims())?;
+        let g = self.spec.geometry(c, h, w, self.spec.num_output);
+        let (name, ws, dev) = (&self.name, &mut self.ws, &a.ctx.device);
+        let want_b = self.spec.bias_term && a.param_down.get(1).copied().unwrap_or(false);
+        let mut grads = Grads::default();
+        with_host(&a.top_diffs[0], |dy| {
+            if a.param_down[0] || want_b {
+                let mut gw = vec![0f32; g.weight_len()];
+                let mut gb = vec![0f32; if want_b { self.spec.num_output } else { 0 }];
+                with_host(x, |xs| {
+                    sparknet_kernels::conv2d_backward_params(
+                        &g,
+                        n,
+                        xs,
+                        dy,
+                        &mut gw,
+                        if want_b { Some(&mut gb[..]) } else { None },
+                        ws,
+                    )
+                    .map_err(|e| kernel_err(name, e))
+                })?;
+                grads.params.push(if a.param_down[0] {
+                    Some(from_host(gw, a.params[0].dims(), dev)?)
+                } else {
+                    None
+                });
+                if want_b {
+                    grads.params.push(Some(from_host(gb, a.params[1].dims(), dev)?));
+                }
+            }
+            if a.propagate_down[0] {
+                let mut gx = vec![0f32; n * g.input_len()];
+                with_host(&a.params[0], |wt| {
+                    sparknet_kernels::conv2d_backward_data(&g, n, dy, wt, &mut gx, ws)
+                        .map_err(|e| kernel_err(name, e))
+                })?;
+                grads.bottoms.push(Some(from_host(gx, x.dims(), dev)?));
+            }
+            Ok(())
+        })?;
+        Ok(grads)
     }
 }
 

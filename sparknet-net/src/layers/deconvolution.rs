@@ -9,7 +9,7 @@ use candle::Tensor;
 use sparknet_kernels::{ConvGeometry, Workspace};
 
 use super::convolution::{ConvSpec, nchw};
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::{from_host, kernel_err, with_host};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
@@ -134,6 +134,50 @@ impl Layer for Deconvolution {
             })?;
         }
         Ok(vec![from_host(out, &[n, no, g.in_h, g.in_w], &ctx.device)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let x = a.bottoms[0];
+        let [n, c, h, w] = nchw(&self.name, x.dims())?;
+        let no = self.spec.num_output;
+        let g = self.geometry(c, h, w)?;
+        let (name, ws, dev) = (&self.name, &mut self.ws, &a.ctx.device);
+        let mut grads = Grads::default();
+        with_host(&a.top_diffs[0], |dy| {
+            // The deconvolution's top is the geometry's input: weight gradient with the roles
+            // swapped, bias gradient the per-channel sum of the top diff.
+            grads.params.push(if a.param_down[0] {
+                let mut gw = vec![0f32; g.weight_len()];
+                with_host(x, |xs| {
+                    sparknet_kernels::conv2d_backward_params(&g, n, dy, xs, &mut gw, None, ws)
+                        .map_err(|e| kernel_err(name, e))
+                })?;
+                Some(from_host(gw, a.params[0].dims(), dev)?)
+            } else {
+                None
+            });
+            if self.spec.bias_term {
+                grads.params.push(if a.param_down.get(1).copied().unwrap_or(false) {
+                    let plane = g.in_h * g.in_w;
+                    let mut gb = vec![0f32; no];
+                    for (i, chunk) in dy.chunks(plane).enumerate() {
+                        gb[i % no] += chunk.iter().sum::<f32>();
+                    }
+                    Some(from_host(gb, &[no], dev)?)
+                } else {
+                    None
+                });
+            }
+            if a.propagate_down[0] {
+                let mut gx = vec![0f32; n * c * h * w];
+                with_host(&a.params[0], |wt| {
+                    sparknet_kernels::conv2d_forward(&g, n, dy, wt, None, &mut gx, ws)
+                        .map_err(|e| kernel_err(name, e))
+                })?;
+                grads.bottoms.push(Some(from_host(gx, x.dims(), dev)?));
+            }
+            Ok(())
+        })?;
+        Ok(grads)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::proto::{LayerParameter, Phase};
 use crate::{Error, Result};
 
@@ -59,6 +59,16 @@ impl Layer for Dropout {
         let y = (x * &mask)?;
         self.mask = Some(mask);
         Ok(vec![y])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let g = match (&self.mask, a.propagate_down[0]) {
+            (_, false) => None,
+            (Some(mask), true) if a.ctx.phase == Phase::Train && self.ratio > 0.0 => {
+                Some((&a.top_diffs[0] * mask)?)
+            }
+            (_, true) => Some(a.top_diffs[0].clone()),
+        };
+        Ok(Grads::bottoms(vec![g]))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, count};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, count, host_vec};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -56,6 +56,20 @@ impl Layer for EuclideanLoss {
         let n = bottoms[0].dims()[0].max(1) as f64;
         let d = (bottoms[0].flatten_all()? - bottoms[1].flatten_all()?)?;
         Ok(vec![d.sqr()?.sum_all()?.affine(0.5 / n, 0.0)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let n = a.bottoms[0].dims()[0].max(1) as f64;
+        let top = f64::from(host_vec(&a.top_diffs[0])?[0]);
+        let d = (a.bottoms[0].flatten_all()? - a.bottoms[1].flatten_all()?)?;
+        let mut out = Vec::new();
+        for (i, sign) in [(0usize, 1.0), (1, -1.0)] {
+            out.push(if a.propagate_down.get(i).copied().unwrap_or(false) {
+                Some(d.affine(sign * top / n, 0.0)?.reshape(a.bottoms[i].dims())?)
+            } else {
+                None
+            });
+        }
+        Ok(Grads::bottoms(out))
     }
 }
 

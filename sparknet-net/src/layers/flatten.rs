@@ -2,7 +2,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis, count};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, count, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -52,6 +52,10 @@ impl Layer for Flatten {
     ) -> Result<Vec<Tensor>> {
         let shape = self.reshape(&[bottoms[0].dims().to_vec()])?.remove(0);
         Ok(vec![bottoms[0].reshape(shape)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let g = want(a.propagate_down[0], || Ok(a.top_diffs[0].reshape(a.bottoms[0].dims())?))?;
+        Ok(Grads::bottoms(vec![g]))
     }
 }
 

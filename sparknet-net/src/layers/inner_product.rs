@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis, count};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, count};
 use crate::cpu::{from_host, kernel_err, with_host};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
@@ -115,6 +115,53 @@ impl Layer for InnerProduct {
             })
         })?;
         Ok(vec![from_host(y, &top, &ctx.device)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let x = a.bottoms[0];
+        let dims = x.dims().to_vec();
+        let axis = canonical_axis(&self.name, "axis", self.axis, dims.len())?;
+        let (m, k, n) = (count(&dims, 0, axis), count(&dims, axis, dims.len()), self.num_output);
+        let (name, tr, dev) = (&self.name, self.transpose, &a.ctx.device);
+        let e = |e| kernel_err(name, e);
+        let mut grads = Grads::default();
+        with_host(&a.top_diffs[0], |dy| {
+            grads.params.push(if a.param_down[0] {
+                let mut gw = vec![0f32; n * k];
+                with_host(x, |xs| {
+                    if tr {
+                        // W is K x N: dW = x^T dy.
+                        sparknet_kernels::sgemm(true, false, k, n, m, 1.0, xs, dy, 0.0, &mut gw)
+                    } else {
+                        // W is N x K: dW = dy^T x.
+                        sparknet_kernels::sgemm(true, false, n, k, m, 1.0, dy, xs, 0.0, &mut gw)
+                    }
+                    .map_err(e)
+                })?;
+                Some(from_host(gw, a.params[0].dims(), dev)?)
+            } else {
+                None
+            });
+            if self.bias_term {
+                grads.params.push(if a.param_down.get(1).copied().unwrap_or(false) {
+                    let mut gb = vec![0f32; n];
+                    for row in dy.chunks(n) {
+                        gb.iter_mut().zip(row).for_each(|(b, v)| *b += v);
+                    }
+                    Some(from_host(gb, &[n], dev)?)
+                } else {
+                    None
+                });
+            }
+            if a.propagate_down[0] {
+                let mut gx = vec![0f32; m * k];
+                with_host(&a.params[0], |w| {
+                    sparknet_kernels::sgemm(false, tr, m, k, n, 1.0, dy, w, 0.0, &mut gx).map_err(e)
+                })?;
+                grads.bottoms.push(Some(from_host(gx, &dims, dev)?));
+            }
+            Ok(())
+        })?;
+        Ok(grads)
     }
 }
 

@@ -87,6 +87,50 @@ pub struct ForwardCtx {
     pub device: Device,
 }
 
+/// What a backward pass gets: the forward's blobs, the diffs of the tops, and which gradients
+/// are wanted (Caffe's `propagate_down` per bottom; a parameter with `lr_mult: 0` or one that
+/// no loss depends on gets none).
+pub struct BackwardArgs<'a> {
+    /// TRAIN or TEST, and the device.
+    pub ctx: &'a ForwardCtx,
+    /// The bottoms of the last forward.
+    pub bottoms: &'a [&'a Tensor],
+    /// The tops of the last forward.
+    pub tops: &'a [&'a Tensor],
+    /// dLoss/dtop per top (zeros where no loss depends on a top; a loss top holds its weight).
+    pub top_diffs: &'a [Tensor],
+    /// The learnable blobs.
+    pub params: &'a [Tensor],
+    /// Whether each bottom's gradient is wanted.
+    pub propagate_down: &'a [bool],
+    /// Whether each learnable blob's gradient is wanted.
+    pub param_down: &'a [bool],
+}
+
+/// Gradients from one backward pass (`None` where not wanted or not defined).
+#[derive(Debug, Default)]
+pub struct Grads {
+    /// dLoss/dbottom per bottom.
+    pub bottoms: Vec<Option<Tensor>>,
+    /// dLoss/dparam per learnable blob (the net accumulates them into its gradient buffer).
+    pub params: Vec<Option<Tensor>>,
+}
+
+impl Grads {
+    /// Gradients for the bottoms only.
+    pub fn bottoms(bottoms: Vec<Option<Tensor>>) -> Grads {
+        Grads { bottoms, params: Vec::new() }
+    }
+}
+
+/// `Some(f())` when `want`, else `None`.
+///
+/// # Errors
+/// `f`'s errors.
+pub fn want<T>(want: bool, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+    if want { f().map(Some) } else { Ok(None) }
+}
+
 /// One Caffe layer over candle tensors.
 pub trait Layer: Send {
     /// Caffe's type string.
@@ -119,6 +163,23 @@ pub trait Layer: Send {
         bottoms: &[&Tensor],
         params: &[Tensor],
     ) -> Result<Vec<Tensor>>;
+    /// Caffe's `Backward`: the gradients of the bottoms and learnable blobs from the tops'
+    /// diffs (see [`BackwardArgs`]). Layers without a gradient (Accuracy, ArgMax, Threshold,
+    /// ...) keep this default, an error naming the type; the net only calls it for layers some
+    /// loss depends on.
+    ///
+    /// # Errors
+    /// No gradient defined, candle or kernel errors.
+    fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<Grads> {
+        let _ = args;
+        Err(Error::Unsupported {
+            layer: String::new(),
+            kind: self.kind().to_string(),
+            context: " (this layer type has no backward; set propagate_down: false on the layers \
+                      below it or give its tops loss_weight 0)"
+                .to_string(),
+        })
+    }
     /// True for layers whose tops the caller feeds (Input, Data, ImageData, MemoryData).
     fn is_input(&self) -> bool {
         false

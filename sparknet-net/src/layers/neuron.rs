@@ -7,7 +7,7 @@
 
 use candle::{DType, Tensor};
 
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -51,6 +51,55 @@ impl Layer for Neuron {
         _params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
         Ok(vec![apply(self.op, bottoms[0])?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        if let Op::Threshold { .. } = self.op {
+            return Err(Error::Unsupported {
+                layer: String::new(),
+                kind: "Threshold".into(),
+                context: " (a step function has no gradient; Caffe has none either)".into(),
+            });
+        }
+        let g = want(a.propagate_down[0], || {
+            Ok((&a.top_diffs[0] * derivative(self.op, a.bottoms[0], a.tops[0])?)?)
+        })?;
+        Ok(Grads::bottoms(vec![g]))
+    }
+}
+
+/// dy/dx given x and y = f(x) (Caffe's formulas).
+fn derivative(op: Op, x: &Tensor, y: &Tensor) -> candle::Result<Tensor> {
+    let pos = || x.gt(0f64)?.to_dtype(DType::F32);
+    match op {
+        Op::Relu { slope } => {
+            let p = pos()?;
+            if slope == 0.0 { Ok(p) } else { p.affine(f64::from(1.0 - slope), f64::from(slope)) }
+        }
+        Op::Sigmoid => y * (1.0 - y)?,
+        Op::TanH => 1.0 - y.sqr()?,
+        Op::Elu { alpha } => {
+            let p = pos()?;
+            // x > 0: 1; else y + alpha.
+            &p + ((1.0 - &p)? * y.affine(1.0, f64::from(alpha))?)?
+        }
+        Op::AbsVal => x.sign(),
+        Op::Power { power, scale, shift } => {
+            if power == 0.0 {
+                x.zeros_like()
+            } else if power == 1.0 {
+                x.ones_like()?.affine(f64::from(scale), 0.0)
+            } else {
+                affine(x, scale, shift)?
+                    .powf(f64::from(power - 1.0))?
+                    .affine(f64::from(power * scale), 0.0)
+            }
+        }
+        Op::Exp { ln_base, scale, .. } => y.affine(f64::from(ln_base * scale), 0.0),
+        Op::Log { inv_ln_base, scale, shift } => {
+            affine(x, scale, shift)?.recip()?.affine(f64::from(inv_ln_base * scale), 0.0)
+        }
+        Op::Bnll => (x.neg()?.exp()? + 1.0)?.recip(),
+        Op::Threshold { .. } => x.zeros_like(),
     }
 }
 

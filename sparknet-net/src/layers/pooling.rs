@@ -8,7 +8,7 @@ use candle::Tensor;
 use sparknet_kernels::{PoolGeometry, PoolMethod};
 
 use super::convolution::nchw;
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::{from_host, kernel_err, with_host};
 use crate::proto::pooling_parameter::{PoolMethod as ProtoPool, RoundMode};
 use crate::proto::{LayerParameter, PoolingParameter};
@@ -191,6 +191,33 @@ impl Layer for Pooling {
             return self.run(ctx, &cropped, &g, n, c, [oh, ow]);
         }
         self.run(ctx, x, &g, n, c, [oh, ow])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        if !a.propagate_down[0] {
+            return Ok(Grads::bottoms(vec![None]));
+        }
+        let x = a.bottoms[0];
+        let [n, c, h, w] = nchw(&self.name, x.dims())?;
+        let mut g = self.geometry(c, h, w);
+        let [oh, ow] = self.out_hw(&g);
+        let cropped = self.floor && [oh, ow] != [g.out_h(), g.out_w()];
+        if cropped {
+            g.in_h = ((oh - 1) * g.stride_h + g.kernel_h).min(h);
+            g.in_w = ((ow - 1) * g.stride_w + g.kernel_w).min(w);
+        }
+        let mut gx = vec![0f32; n * c * g.in_h * g.in_w];
+        let (name, method) = (&self.name, self.method);
+        let am = (method == PoolMethod::Max).then_some(&self.argmax[..]);
+        with_host(&a.top_diffs[0], |dy| {
+            sparknet_kernels::pool2d_backward(&g, n, method, dy, am, &mut gx)
+                .map_err(|e| kernel_err(name, e))
+        })?;
+        let mut gx = from_host(gx, &[n, c, g.in_h, g.in_w], &a.ctx.device)?;
+        if cropped {
+            // The dropped rows/columns took part in no window: zero gradient.
+            gx = gx.pad_with_zeros(2, 0, h - g.in_h)?.pad_with_zeros(3, 0, w - g.in_w)?;
+        }
+        Ok(Grads::bottoms(vec![Some(gx)]))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, count};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, count, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -120,6 +120,10 @@ impl Layer for Reshape {
     ) -> Result<Vec<Tensor>> {
         let shape = self.reshape(&[bottoms[0].dims().to_vec()])?.remove(0);
         Ok(vec![bottoms[0].reshape(shape)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let g = want(a.propagate_down[0], || Ok(a.top_diffs[0].reshape(a.bottoms[0].dims())?))?;
+        Ok(Grads::bottoms(vec![g]))
     }
 }
 

@@ -5,7 +5,9 @@
 use candle::Tensor;
 
 use super::softmax::softmax;
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis, count, host_vec};
+use super::{
+    BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, count, host_vec,
+};
 use crate::cpu::from_host;
 use crate::proto::loss_parameter::NormalizationMode;
 use crate::proto::{LayerParameter, LossParameter};
@@ -125,6 +127,42 @@ impl Layer for SoftmaxWithLoss {
             tops.push(prob);
         }
         Ok(tops)
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        if a.propagate_down.get(1).copied().unwrap_or(false) {
+            return Err(Error::invalid(&self.name, "propagate_down", "labels have no gradient"));
+        }
+        if !a.propagate_down[0] {
+            return Ok(Grads::bottoms(vec![None, None]));
+        }
+        let s = a.bottoms[0].dims().to_vec();
+        let ax = canonical_axis(&self.name, "axis", self.axis, s.len())?;
+        let (outer, classes, inner) = (count(&s, 0, ax), s[ax], count(&s, ax + 1, s.len()));
+        let mut g = host_vec(&softmax(a.bottoms[0], ax)?)?;
+        let labels = host_vec(a.bottoms[1])?;
+        let mut valid = 0usize;
+        for i in 0..outer {
+            for j in 0..inner {
+                let label = labels[i * inner + j] as i32;
+                if self.ignore == Some(label) {
+                    (0..classes).for_each(|c| g[(i * classes + c) * inner + j] = 0.0);
+                    continue;
+                }
+                if label < 0 || label as usize >= classes {
+                    return Err(Error::invalid(
+                        &self.name,
+                        "label",
+                        format!("{label} outside [0, {classes})"),
+                    ));
+                }
+                g[(i * classes + label as usize) * inner + j] -= 1.0;
+                valid += 1;
+            }
+        }
+        let top = host_vec(&a.top_diffs[0])?[0];
+        let scale = top / normalizer(self.mode, outer, inner, valid);
+        g.iter_mut().for_each(|v| *v *= scale);
+        Ok(Grads::bottoms(vec![Some(from_host(g, &s, &a.ctx.device)?), None]))
     }
 }
 

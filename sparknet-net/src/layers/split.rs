@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, want};
 use crate::Result;
 use crate::proto::LayerParameter;
 
@@ -40,6 +40,17 @@ impl Layer for Split {
         _params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
         Ok(vec![bottoms[0].clone(); self.n])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        // Fan-out: the bottom's diff is the sum of the tops' diffs.
+        let g = want(a.propagate_down[0], || {
+            let mut sum = a.top_diffs[0].clone();
+            for d in &a.top_diffs[1..] {
+                sum = (sum + d)?;
+            }
+            Ok(sum)
+        })?;
+        Ok(Grads::bottoms(vec![g]))
     }
 }
 

@@ -3,8 +3,10 @@
 mod cli;
 mod corpus;
 mod golden;
+mod gradients;
 mod loaders;
 mod net;
 mod npy;
 mod reference;
 mod roundtrip;
+mod training;

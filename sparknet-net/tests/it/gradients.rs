@@ -1,0 +1,281 @@
+//! Finite-difference gradient checks (Caffe's `GradientChecker` method): for a layer with random
+//! bottoms and parameters, the objective is `L = sum(r * top)` with fixed random `r`, so
+//! `dL/dtop = r`; every bottom and parameter element's analytic gradient from `backward` is
+//! compared with the central difference `(L(x + h) - L(x - h)) / 2h`, step `h = 1e-2`,
+//! tolerance `1e-2 * max(|analytic|, |numeric|, 1)`. Inputs are drawn away from kinks
+//! (ReLU at 0, max-pool ties) so the difference quotient is valid. Loss layers are checked with
+//! `r = loss_weight` on their scalar top.
+
+use candle::{Device, Tensor};
+use sparknet_net::Phase;
+use sparknet_net::layers::{BackwardArgs, ForwardCtx, LayerRegistry};
+use sparknet_net::load::parse_net_text;
+
+const STEP: f32 = 1e-2;
+const TOL: f32 = 1e-2;
+
+/// Deterministic uniform values in [lo, hi).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, lo: f32, hi: f32) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        lo + (hi - lo) * ((self.0 >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next(lo, hi)).collect()
+    }
+}
+
+fn t(v: &[f32], s: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), s, &Device::Cpu).unwrap()
+}
+
+fn flat(x: &Tensor) -> Vec<f32> {
+    x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Checks one layer. `bottoms` are (values, shape); `checked` says which bottoms get a gradient
+/// (labels do not); `away` keeps random inputs at least this far from 0 (kinks).
+fn check(def: &str, bottoms: &[(Vec<f32>, Vec<usize>)], checked: &[bool], seed: u64) {
+    let param = parse_net_text(def, "gradcheck".as_ref()).unwrap();
+    let lp = &param.layer[0];
+    let mut layer = LayerRegistry::default().create(lp).unwrap();
+    let shapes: Vec<Vec<usize>> = bottoms.iter().map(|b| b.1.clone()).collect();
+    let pshapes = layer.setup(&shapes).unwrap();
+    layer.reshape(&shapes).unwrap();
+    let mut rng = Lcg(seed);
+    let mut params: Vec<Vec<f32>> =
+        pshapes.iter().map(|s| rng.vec(s.iter().product(), -1.0, 1.0)).collect();
+    let mut xs: Vec<Vec<f32>> = bottoms.iter().map(|b| b.0.clone()).collect();
+    let ctx = ForwardCtx { phase: Phase::Test, device: Device::Cpu };
+    let loss_weight = layer.loss_weight_default();
+    let objective = |layer: &mut Box<dyn sparknet_net::layers::Layer>,
+                     xs: &[Vec<f32>],
+                     ps: &[Vec<f32>],
+                     r: &[Vec<f32>]|
+     -> (f64, Vec<Tensor>) {
+        let bt: Vec<Tensor> = xs.iter().zip(&shapes).map(|(v, s)| t(v, s)).collect();
+        let pt: Vec<Tensor> = ps.iter().zip(&pshapes).map(|(v, s)| t(v, s)).collect();
+        let refs: Vec<&Tensor> = bt.iter().collect();
+        let tops = layer.forward(&ctx, &refs, &pt).unwrap();
+        let l = tops
+            .iter()
+            .zip(r)
+            .map(|(y, r)| flat(y).iter().zip(r).map(|(a, b)| f64::from(a * b)).sum::<f64>())
+            .sum();
+        (l, tops)
+    };
+    // Top weights: fixed random r (or the loss weight for a scalar loss top).
+    let (_, tops0) = objective(&mut layer, &xs, &params, &[]);
+    let r: Vec<Vec<f32>> = tops0
+        .iter()
+        .map(|y| {
+            if loss_weight != 0.0 && y.elem_count() == 1 {
+                vec![loss_weight]
+            } else {
+                rng.vec(y.elem_count(), -1.0, 1.0)
+            }
+        })
+        .collect();
+    let (_, tops) = objective(&mut layer, &xs, &params, &r);
+    let bt: Vec<Tensor> = xs.iter().zip(&shapes).map(|(v, s)| t(v, s)).collect();
+    let pt: Vec<Tensor> = params.iter().zip(&pshapes).map(|(v, s)| t(v, s)).collect();
+    let refs: Vec<&Tensor> = bt.iter().collect();
+    let top_refs: Vec<&Tensor> = tops.iter().collect();
+    let top_diffs: Vec<Tensor> = r.iter().zip(&tops).map(|(r, y)| t(r, y.dims())).collect();
+    let param_down = vec![true; pshapes.len()];
+    let grads = layer
+        .backward(&BackwardArgs {
+            ctx: &ctx,
+            bottoms: &refs,
+            tops: &top_refs,
+            top_diffs: &top_diffs,
+            params: &pt,
+            propagate_down: checked,
+            param_down: &param_down,
+        })
+        .unwrap();
+    let name = lp.r#type().to_string();
+    let compare = |what: String, analytic: &[f32], numeric: &[f32]| {
+        assert_eq!(analytic.len(), numeric.len(), "{name} {what}: lengths");
+        for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+            let scale = a.abs().max(n.abs()).max(1.0);
+            assert!(
+                (a - n).abs() <= TOL * scale,
+                "{name} {what}[{i}]: analytic {a} vs numeric {n}"
+            );
+        }
+    };
+    for (j, want) in checked.iter().enumerate() {
+        if !want {
+            continue;
+        }
+        let analytic = flat(grads.bottoms[j].as_ref().expect("bottom gradient"));
+        let mut numeric = vec![0f32; xs[j].len()];
+        for i in 0..xs[j].len() {
+            let orig = xs[j][i];
+            xs[j][i] = orig + STEP;
+            let (lp, _) = objective(&mut layer, &xs, &params, &r);
+            xs[j][i] = orig - STEP;
+            let (lm, _) = objective(&mut layer, &xs, &params, &r);
+            xs[j][i] = orig;
+            numeric[i] = ((lp - lm) / (2.0 * f64::from(STEP))) as f32;
+        }
+        compare(format!("bottom {j}"), &analytic, &numeric);
+    }
+    for k in 0..params.len() {
+        let analytic = flat(grads.params[k].as_ref().expect("param gradient"));
+        let mut numeric = vec![0f32; params[k].len()];
+        for i in 0..params[k].len() {
+            let orig = params[k][i];
+            params[k][i] = orig + STEP;
+            let (lp, _) = objective(&mut layer, &xs, &params, &r);
+            params[k][i] = orig - STEP;
+            let (lm, _) = objective(&mut layer, &xs, &params, &r);
+            params[k][i] = orig;
+            numeric[i] = ((lp - lm) / (2.0 * f64::from(STEP))) as f32;
+        }
+        compare(format!("param {k}"), &analytic, &numeric);
+    }
+}
+
+/// Random values in [-1, 1) at least `away` from 0.
+fn rand_away(rng: &mut Lcg, n: usize, away: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v = rng.next(-1.0, 1.0);
+            if v.abs() < away { v.signum() * away + v } else { v }
+        })
+        .collect()
+}
+
+fn layer(body: &str) -> String {
+    format!("layer {{ name: 'l' bottom: 'x' top: 'y' {body} }}")
+}
+
+#[test]
+fn convolution_gradients() {
+    let mut rng = Lcg(1);
+    let x = rng.vec(2 * 4 * 5 * 5, -1.0, 1.0);
+    check(
+        &layer(
+            "type: 'Convolution' convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 2 }",
+        ),
+        &[(x, vec![2, 4, 5, 5])],
+        &[true],
+        2,
+    );
+}
+
+#[test]
+fn deconvolution_gradients() {
+    let mut rng = Lcg(3);
+    let x = rng.vec(2 * 2 * 3 * 3, -1.0, 1.0);
+    check(
+        &layer(
+            "type: 'Deconvolution' convolution_param { num_output: 3 kernel_size: 3 stride: 2 pad: 1 }",
+        ),
+        &[(x, vec![2, 2, 3, 3])],
+        &[true],
+        4,
+    );
+}
+
+#[test]
+fn pooling_gradients() {
+    // Distinct, well-separated values: no max ties within STEP.
+    let n = 2 * 2 * 5 * 5;
+    let mut x: Vec<f32> = (0..n).map(|i| (i * 37 % n) as f32 * 0.05).collect();
+    x.iter_mut().for_each(|v| *v -= 2.0);
+    for def in [
+        "type: 'Pooling' pooling_param { pool: MAX kernel_size: 3 stride: 2 }",
+        "type: 'Pooling' pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }",
+        "type: 'Pooling' pooling_param { pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR }",
+    ] {
+        check(&layer(def), &[(x.clone(), vec![2, 2, 5, 5])], &[true], 5);
+    }
+}
+
+#[test]
+fn inner_product_gradients() {
+    let mut rng = Lcg(6);
+    let x = rng.vec(3 * 2 * 2 * 2, -1.0, 1.0);
+    for def in [
+        "type: 'InnerProduct' inner_product_param { num_output: 4 }",
+        "type: 'InnerProduct' inner_product_param { num_output: 4 transpose: true }",
+    ] {
+        check(&layer(def), &[(x.clone(), vec![3, 2, 2, 2])], &[true], 7);
+    }
+}
+
+#[test]
+fn neuron_gradients() {
+    let mut rng = Lcg(8);
+    let x = rand_away(&mut rng, 24, 0.05);
+    let xpos: Vec<f32> = x.iter().map(|v| v.abs() + 0.5).collect();
+    for def in [
+        "type: 'ReLU'",
+        "type: 'ReLU' relu_param { negative_slope: 0.1 }",
+        "type: 'Sigmoid'",
+        "type: 'TanH'",
+        "type: 'ELU' elu_param { alpha: 0.7 }",
+        "type: 'AbsVal'",
+        "type: 'Exp' exp_param { base: 2 scale: 0.5 shift: 0.1 }",
+        "type: 'BNLL'",
+        "type: 'Power' power_param { power: 2 scale: 0.5 shift: 0.2 }",
+    ] {
+        check(&layer(def), &[(x.clone(), vec![2, 3, 4])], &[true], 9);
+    }
+    for def in [
+        "type: 'Log' log_param { scale: 2 shift: 0.5 }",
+        "type: 'Power' power_param { power: 1.5 scale: 1.0 shift: 0.1 }",
+    ] {
+        check(&layer(def), &[(xpos.clone(), vec![2, 3, 4])], &[true], 9);
+    }
+}
+
+#[test]
+fn reshaping_and_split_gradients() {
+    let mut rng = Lcg(10);
+    let x = rng.vec(2 * 3 * 4, -1.0, 1.0);
+    check(&layer("type: 'Flatten'"), &[(x.clone(), vec![2, 3, 4])], &[true], 11);
+    check(
+        &layer("type: 'Reshape' reshape_param { shape { dim: 0 dim: -1 } }"),
+        &[(x.clone(), vec![2, 3, 4])],
+        &[true],
+        11,
+    );
+    check(
+        "layer { name: 's' type: 'Split' bottom: 'x' top: 'a' top: 'b' top: 'c' }",
+        &[(x, vec![2, 3, 4])],
+        &[true],
+        12,
+    );
+}
+
+#[test]
+fn loss_gradients() {
+    let mut rng = Lcg(13);
+    let a = rng.vec(3 * 4, -1.0, 1.0);
+    let b = rng.vec(3 * 4, -1.0, 1.0);
+    check(
+        "layer { name: 'e' type: 'EuclideanLoss' bottom: 'a' bottom: 'b' top: 'l' }",
+        &[(a.clone(), vec![3, 4]), (b, vec![3, 4])],
+        &[true, true],
+        14,
+    );
+    let scores = rng.vec(3 * 4 * 2, -2.0, 2.0);
+    check(
+        "layer { name: 's' type: 'SoftmaxWithLoss' bottom: 'a' bottom: 'l' top: 'loss' }",
+        &[(scores.clone(), vec![3, 4, 2]), (vec![0., 3., 1., 2., 2., 0.], vec![3, 2])],
+        &[true, false],
+        15,
+    );
+    check(
+        "layer { name: 's' type: 'SoftmaxWithLoss' bottom: 'a' bottom: 'l' top: 'loss' \
+         loss_param { ignore_label: 1 normalization: BATCH_SIZE } }",
+        &[(scores, vec![3, 4, 2]), (vec![0., 1., 1., 2., 3., 0.], vec![3, 2])],
+        &[true, false],
+        16,
+    );
+}

@@ -65,8 +65,8 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: 
 "#;
 
 /// The default solver: Caffe's LeNet settings (SGD with momentum 0.9, weight decay 5e-4, the
-/// `inv` learning-rate policy) for a short run of 1000 iterations, tested every 250. `net` is
-/// filled in by the trainer.
+/// `inv` learning-rate policy) for a short run of 1000 iterations, tested every 250. No
+/// snapshots unless `--snapshot-prefix` is given. `net` is filled in by the trainer.
 pub const LENET_SOLVER: &str = r#"base_lr: 0.01
 momentum: 0.9
 weight_decay: 0.0005
@@ -78,6 +78,7 @@ test_iter: 100
 test_interval: 250
 max_iter: 1000
 snapshot_prefix: "lenet_default"
+snapshot_after_train: false
 random_seed: 1
 "#;
 

@@ -112,6 +112,9 @@ pub enum Error {
     /// The net (building it, loading weights, a forward pass) failed.
     #[error(transparent)]
     Net(#[from] sparknet_net::Error),
+    /// The solver's update rule rejected its buffers or state.
+    #[error(transparent)]
+    Update(#[from] sparknet_net::solver::UpdateError),
     /// A dataset could not be opened or read.
     #[error(transparent)]
     Data(#[from] sparknet_data::Error),

@@ -82,6 +82,7 @@ mod local;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
 pub mod run;
+pub mod solver_worker;
 pub mod trainer;
 
 pub use average::{Averager, AveragingPolicy, ReplicaState, RoundStats, StatePolicy};

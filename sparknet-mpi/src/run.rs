@@ -138,6 +138,8 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
     }
     if let Some(p) = &opts.snapshot_prefix {
         solver.snapshot_prefix = Some(p.clone());
+        // Asking for a prefix asks for the final snapshot (the default run has it off).
+        solver.snapshot_after_train = Some(true);
     }
     solver.net_param = Some(net.clone());
     let nonneg = |v: i32| u64::try_from(v).unwrap_or(0);
@@ -180,6 +182,15 @@ pub fn local_ranks_from_env() -> Option<usize> {
     ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// This process's rank as the MPI launcher announces it (0 outside a launcher), known before MPI
+/// is initialised (for deciding which process logs).
+pub fn launcher_rank() -> usize {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// True when started by an MPI launcher (`mpirun`/`mpiexec`/`srun`).

@@ -231,6 +231,8 @@ impl Event {
 /// The end of a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
+    /// Workers (ranks) in the group.
+    pub workers: usize,
     /// Iterations per worker done.
     pub iter: u64,
     /// Rounds done.
@@ -419,6 +421,7 @@ where
     let files = if root && config.snapshot_after_train { worker.snapshot()? } else { Vec::new() };
     emit(comm, worker, &mut win, rounds, lr, test.clone(), files, start, on_event)?;
     Ok(Summary {
+        workers: comm.size(),
         iter: worker.iter(),
         rounds,
         test,

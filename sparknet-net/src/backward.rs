@@ -4,7 +4,8 @@
 //!   `lr_mult != 0` or a bottom that needs one (fed inputs need none);
 //! - only layers some loss depends on run backward (`loss_weight != 0` on one of their tops, or
 //!   a top read by such a layer);
-//! - `propagate_down: false` on a bottom stops its gradient;
+//! - `propagate_down: false` on a bottom stops its gradient (and a layer none of whose tops
+//!   gets a gradient back skips backward, parameters included, as in Caffe);
 //! - a loss top's diff is its `loss_weight`; diffs of a blob read by several layers add up
 //!   (the implicit Split sums them); parameter gradients **accumulate** into the flat gradient
 //!   buffer ([`crate::params`]), which the solver zeroes once per iteration.
@@ -54,13 +55,17 @@ impl Net {
         }
         // Reverse: which layers feed a loss.
         let mut under_loss = vec![false; self.slot_names.len()];
+        // Blobs whose every reader declined their gradient (propagate_down: false).
+        let mut skip = vec![false; self.slot_names.len()];
         let mut bottom = vec![Vec::new(); n];
         for i in (0..n).rev() {
             let contributes = self.top_slots[i]
                 .iter()
                 .enumerate()
                 .any(|(j, &t)| self.loss_weights[i][j] != 0.0 || under_loss[t]);
-            if !contributes {
+            let all_skipped =
+                !self.top_slots[i].is_empty() && self.top_slots[i].iter().all(|&t| skip[t]);
+            if !contributes || all_skipped {
                 layer_need[i] = false;
             }
             let node = &self.graph.layers[i];
@@ -76,9 +81,12 @@ impl Net {
             if !layer_need[i] {
                 param[i].fill(false);
             }
-            if contributes {
-                for &s in &self.bottom_slots[i] {
+            for (j, &s) in self.bottom_slots[i].iter().enumerate() {
+                if contributes {
                     under_loss[s] = true;
+                }
+                if !bottom[i][j] {
+                    skip[s] = true;
                 }
             }
         }

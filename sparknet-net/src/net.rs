@@ -407,6 +407,10 @@ impl Net {
                     })
                     .collect::<Result<_>>()?;
                 let tops = self.layers[i].forward(&ctx, &bottoms, &self.params[i])?;
+                if let Some(updates) = self.layers[i].take_param_updates() {
+                    self.store_param_updates(i, updates)?;
+                }
+                let node = &self.graph.layers[i];
                 if tops.len() != node.tops.len() {
                     return Err(Error::BlobCount {
                         layer: node.name.clone(),
@@ -508,6 +512,9 @@ impl Net {
             })
             .collect::<Result<_>>()?;
         let tops = self.layers[i].forward(&ctx, &bottoms, &self.params[i])?;
+        if let Some(updates) = self.layers[i].take_param_updates() {
+            self.store_param_updates(i, updates)?;
+        }
         for (j, t) in tops.into_iter().enumerate() {
             self.values[self.top_slots[i][j]] = Some(t);
         }

@@ -193,6 +193,26 @@ impl Net {
         Ok(())
     }
 
+    /// Stores blobs a layer's forward replaced (BatchNorm's statistics) in the tensors and, when
+    /// built, the flat buffer.
+    pub(crate) fn store_param_updates(&mut self, i: usize, updates: Vec<Tensor>) -> Result<()> {
+        for (k, t) in updates.into_iter().enumerate() {
+            if k >= self.params[i].len() || t.dims() != self.params[i][k].dims() {
+                continue;
+            }
+            if let Some(flat) = self.flat.as_mut() {
+                let en = &flat.entries[flat.slot[i][k]];
+                let dst = &mut flat.data[en.offset..en.offset + en.len];
+                with_host(&t, |v| {
+                    dst.copy_from_slice(v);
+                    Ok(())
+                })?;
+            }
+            self.params[i][k] = t;
+        }
+        Ok(())
+    }
+
     /// Adds a layer's blob gradient into the gradient buffer.
     pub(crate) fn accumulate_param_grad(&mut self, i: usize, k: usize, g: &Tensor) -> Result<()> {
         let flat = self.ensure_flat()?;

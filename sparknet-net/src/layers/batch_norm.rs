@@ -1,12 +1,14 @@
 //! `BatchNorm`: `(x - mean) / sqrt(var + eps)` per channel (axis 1). Its three blobs are Caffe's:
 //! running mean sum, running variance sum and the moving-average scale factor; the statistics
 //! used are `blob / factor` (0 when the factor is 0). TEST (or `use_global_stats: true`) uses the
-//! stored statistics; TRAIN uses the batch's (biased variance, as Caffe normalises). Updating the
-//! running sums is the trainer's part (issue 5).
+//! stored statistics; TRAIN uses the batch's (biased variance, as Caffe normalises) and updates
+//! the blobs exactly as Caffe does: `factor = factor * maf + 1`, `mean_sum = mean + maf *
+//! mean_sum`, `var_sum = m/(m-1) * var + maf * var_sum` (`maf` = `moving_average_fraction`,
+//! `m` = values per channel), handed to the net through [`Layer::take_param_updates`].
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, host_vec};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, host_vec, want};
 use crate::proto::{LayerParameter, Phase};
 use crate::{Error, Result};
 
@@ -15,6 +17,12 @@ pub struct BatchNorm {
     name: String,
     use_global_stats: Option<bool>,
     eps: f32,
+    maf: f32,
+    /// New statistics blobs from the last TRAIN forward, for the net to store.
+    updates: Option<Vec<Tensor>>,
+    /// 1 / sqrt(var + eps) of the last forward, shaped for broadcasting, and whether the
+    /// statistics were the batch's.
+    inv_std: Option<(Tensor, bool)>,
 }
 
 /// Builds a BatchNorm layer.
@@ -27,6 +35,9 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         name: p.name().to_string(),
         use_global_stats: q.use_global_stats,
         eps: q.eps(),
+        maf: q.moving_average_fraction(),
+        updates: None,
+        inv_std: None,
     }))
 }
 
@@ -77,11 +88,51 @@ impl Layer for BatchNorm {
             let xc = x.permute(perm)?.contiguous()?.reshape((c, ()))?;
             let mean = xc.mean(1)?;
             let var = xc.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?;
+            if ctx.phase == Phase::Train && params.len() == 3 {
+                let m = x.elem_count() / c.max(1);
+                let correction = if m > 1 { m as f64 / (m as f64 - 1.0) } else { 1.0 };
+                let maf = f64::from(self.maf);
+                self.updates = Some(vec![
+                    (&mean + params[0].affine(maf, 0.0)?)?,
+                    (var.affine(correction, 0.0)? + params[1].affine(maf, 0.0)?)?,
+                    params[2].affine(maf, 1.0)?,
+                ]);
+            }
             (mean, var)
         };
         let mean = mean.reshape(bshape.clone())?;
         let inv_std = (var + f64::from(self.eps))?.sqrt()?.recip()?.reshape(bshape)?;
-        Ok(vec![x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?])
+        let y = x.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
+        self.inv_std = Some((inv_std, !global));
+        Ok(vec![y])
+    }
+    fn take_param_updates(&mut self) -> Option<Vec<Tensor>> {
+        self.updates.take()
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let Some((inv_std, batch)) = self.inv_std.clone() else {
+            return Err(Error::NotFound(format!("layer '{}': backward before forward", self.name)));
+        };
+        let g = want(a.propagate_down[0], || {
+            let dy = &a.top_diffs[0];
+            if !batch {
+                return Ok(dy.broadcast_mul(&inv_std)?);
+            }
+            // Caffe: dx = (dy - mean(dy) - mean(dy * y) * y) / sqrt(var + eps), means per
+            // channel over N and the spatial axes.
+            let y = a.tops[0];
+            let per_channel_mean = |t: &Tensor| -> Result<Tensor> {
+                let mut r = t.clone();
+                for ax in (0..t.rank()).rev().filter(|&ax| ax != 1) {
+                    r = r.mean_keepdim(ax)?;
+                }
+                Ok(r)
+            };
+            let m1 = per_channel_mean(dy)?;
+            let m2 = per_channel_mean(&(dy * y)?)?;
+            Ok(dy.broadcast_sub(&m1)?.sub(&y.broadcast_mul(&m2)?)?.broadcast_mul(&inv_std)?)
+        })?;
+        Ok(Grads { bottoms: vec![g], params: vec![None, None, None] })
     }
 }
 

@@ -3,8 +3,8 @@
 
 use candle::Tensor;
 
-use super::scale::{broadcastable, param_shape};
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use super::scale::{broadcastable, param_shape, reduce_to};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::Result;
 use crate::proto::LayerParameter;
 
@@ -59,6 +59,23 @@ impl Layer for Bias {
         let a = canonical_axis(&self.name, "axis", self.axis, x.rank())?;
         let b = if self.two_bottoms { bottoms[1] } else { &params[0] };
         Ok(vec![x.broadcast_add(&broadcastable(&self.name, b, x.dims(), a)?)?])
+    }
+    fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<Grads> {
+        let dy = &args.top_diffs[0];
+        let a = canonical_axis(&self.name, "axis", self.axis, args.bottoms[0].rank())?;
+        let dx = want(args.propagate_down[0], || Ok(dy.clone()))?;
+        Ok(if self.two_bottoms {
+            let b = args.bottoms[1];
+            let db = want(args.propagate_down.get(1).copied().unwrap_or(false), || {
+                reduce_to(dy, b.dims(), a)
+            })?;
+            Grads { bottoms: vec![dx, db], params: Vec::new() }
+        } else {
+            let db = want(args.param_down.first().copied().unwrap_or(false), || {
+                reduce_to(dy, args.params[0].dims(), a)
+            })?;
+            Grads { bottoms: vec![dx], params: vec![db] }
+        })
     }
 }
 

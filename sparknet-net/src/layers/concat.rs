@@ -2,7 +2,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -58,6 +58,17 @@ impl Layer for Concat {
     ) -> Result<Vec<Tensor>> {
         let a = canonical_axis(&self.name, "axis", self.axis, bottoms[0].rank())?;
         Ok(vec![Tensor::cat(bottoms, a)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let ax = canonical_axis(&self.name, "axis", self.axis, a.bottoms[0].rank())?;
+        let mut start = 0;
+        let mut out = Vec::new();
+        for (b, &down) in a.bottoms.iter().zip(a.propagate_down) {
+            let len = b.dims()[ax];
+            out.push(want(down, || Ok(a.top_diffs[0].narrow(ax, start, len)?.contiguous()?))?);
+            start += len;
+        }
+        Ok(Grads::bottoms(out))
     }
 }
 

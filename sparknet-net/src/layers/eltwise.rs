@@ -2,7 +2,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, want};
 use crate::proto::LayerParameter;
 use crate::proto::eltwise_parameter::EltwiseOp;
 use crate::{Error, Result};
@@ -86,6 +86,33 @@ impl Layer for Eltwise {
             };
         }
         Ok(vec![acc])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let (dy, y) = (&a.top_diffs[0], a.tops[0]);
+        let mut out = Vec::new();
+        // MAX: the first bottom holding the maximum takes the gradient (Caffe's strict `>`).
+        let mut taken = y.zeros_like()?;
+        for (i, b) in a.bottoms.iter().enumerate() {
+            let down = a.propagate_down[i];
+            out.push(match self.op {
+                EltwiseOp::Sum => want(down, || Ok(dy.affine(f64::from(self.coeff[i]), 0.0)?))?,
+                EltwiseOp::Prod => want(down, || {
+                    let mut others = dy.clone();
+                    for (j, o) in a.bottoms.iter().enumerate() {
+                        if j != i {
+                            others = (others * *o)?;
+                        }
+                    }
+                    Ok(others)
+                })?,
+                EltwiseOp::Max => {
+                    let here = (b.eq(y)?.to_dtype(candle::DType::F32)? * (1.0 - &taken)?)?;
+                    taken = (taken + &here)?;
+                    want(down, || Ok((dy * here)?))?
+                }
+            });
+        }
+        Ok(Grads::bottoms(out))
     }
 }
 

@@ -6,7 +6,7 @@ use candle::Tensor;
 use sparknet_kernels::LrnParams;
 
 use super::convolution::nchw;
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::{from_host, kernel_err, with_host};
 use crate::proto::LayerParameter;
 use crate::proto::lrn_parameter::NormRegion;
@@ -74,6 +74,30 @@ impl Layer for Lrn {
             r.map_err(|e| kernel_err(name, e))
         })?;
         Ok(vec![from_host(y, x.dims(), &ctx.device)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        if !a.propagate_down[0] {
+            return Ok(Grads::bottoms(vec![None]));
+        }
+        let x = a.bottoms[0];
+        let [n, c, h, w] = nchw(&self.name, x.dims())?;
+        let mut gx = vec![0f32; x.elem_count()];
+        let (name, p, within, scale) = (&self.name, &self.params, self.within, &self.scale);
+        with_host(x, |xs| {
+            with_host(&a.top_diffs[0], |dy| {
+                with_host(a.tops[0], |ys| {
+                    if within {
+                        sparknet_kernels::lrn_within_backward(p, n, c, h, w, xs, dy, &mut gx)
+                    } else {
+                        sparknet_kernels::lrn_across_backward(
+                            p, n, c, h, w, xs, ys, scale, dy, &mut gx,
+                        )
+                    }
+                    .map_err(|e| kernel_err(name, e))
+                })
+            })
+        })?;
+        Ok(Grads::bottoms(vec![Some(from_host(gx, x.dims(), &a.ctx.device)?)]))
     }
 }
 

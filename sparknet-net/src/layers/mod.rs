@@ -180,6 +180,11 @@ pub trait Layer: Send {
                 .to_string(),
         })
     }
+    /// Learnable blobs the last forward replaced (BatchNorm's running statistics in TRAIN); the
+    /// net stores them in place of the old ones.
+    fn take_param_updates(&mut self) -> Option<Vec<Tensor>> {
+        None
+    }
     /// True for layers whose tops the caller feeds (Input, Data, ImageData, MemoryData).
     fn is_input(&self) -> bool {
         false

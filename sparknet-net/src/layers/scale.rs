@@ -4,7 +4,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -54,6 +54,18 @@ pub(crate) fn broadcastable(
     let mut shape = vec![1usize; bottom.len()];
     shape[axis..axis + f.len()].copy_from_slice(f);
     Ok(factor.reshape(shape)?)
+}
+
+/// Sums `g` (shaped like the bottom) down to a blob of `shape` that sits at bottom axes
+/// `axis..axis + shape.len()` (the gradient of a broadcast factor or bias).
+pub(crate) fn reduce_to(g: &Tensor, shape: &[usize], axis: usize) -> Result<Tensor> {
+    let mut r = g.clone();
+    for ax in (0..g.rank()).rev() {
+        if ax < axis || ax >= axis + shape.len() {
+            r = r.sum_keepdim(ax)?;
+        }
+    }
+    Ok(r.reshape(shape)?)
 }
 
 /// The Scale layer.
@@ -138,6 +150,34 @@ impl Layer for Scale {
             y = y.broadcast_add(&broadcastable(&self.name, b, x.dims(), a)?)?;
         }
         Ok(vec![y])
+    }
+    fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<Grads> {
+        let (x, dy) = (args.bottoms[0], &args.top_diffs[0]);
+        let a = canonical_axis(&self.name, "axis", self.axis, x.rank())?;
+        let factor = if self.two_bottoms { args.bottoms[1] } else { &args.params[0] };
+        let dx = want(args.propagate_down[0], || {
+            Ok(dy.broadcast_mul(&broadcastable(&self.name, factor, x.dims(), a)?)?)
+        })?;
+        let want_factor = if self.two_bottoms {
+            args.propagate_down.get(1).copied().unwrap_or(false)
+        } else {
+            args.param_down.first().copied().unwrap_or(false)
+        };
+        let dfactor = want(want_factor, || reduce_to(&(dy * x)?, factor.dims(), a))?;
+        let bias_index = usize::from(!self.two_bottoms);
+        let dbias = match args.params.get(bias_index) {
+            Some(b) if self.bias_term => {
+                want(args.param_down.get(bias_index).copied().unwrap_or(false), || {
+                    reduce_to(dy, b.dims(), a)
+                })?
+            }
+            _ => None,
+        };
+        Ok(if self.two_bottoms {
+            Grads { bottoms: vec![dx, dfactor], params: vec![dbias] }
+        } else {
+            Grads { bottoms: vec![dx], params: vec![dfactor, dbias] }
+        })
     }
 }
 

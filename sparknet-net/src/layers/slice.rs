@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -96,6 +96,11 @@ impl Layer for Slice {
             .into_iter()
             .map(|(s, l)| Ok(x.narrow(a, s, l)?.contiguous()?))
             .collect()
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let ax = canonical_axis(&self.name, "axis", self.axis, a.bottoms[0].rank())?;
+        let g = want(a.propagate_down[0], || Ok(Tensor::cat(a.top_diffs, ax)?))?;
+        Ok(Grads::bottoms(vec![g]))
     }
 }
 

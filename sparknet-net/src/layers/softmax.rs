@@ -2,7 +2,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::Result;
 use crate::proto::LayerParameter;
 
@@ -56,6 +56,16 @@ impl Layer for Softmax {
     ) -> Result<Vec<Tensor>> {
         let axis = canonical_axis(&self.name, "axis", self.axis, bottoms[0].rank())?;
         Ok(vec![softmax(bottoms[0], axis)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let axis = canonical_axis(&self.name, "axis", self.axis, a.bottoms[0].rank())?;
+        let g = want(a.propagate_down[0], || {
+            // dx = y * (dy - sum(dy * y) along the axis).
+            let (y, dy) = (a.tops[0], &a.top_diffs[0]);
+            let dot = (dy * y)?.sum_keepdim(axis)?;
+            Ok((y * dy.broadcast_sub(&dot)?)?)
+        })?;
+        Ok(Grads::bottoms(vec![g]))
     }
 }
 

@@ -37,6 +37,17 @@ fn flat(x: &Tensor) -> Vec<f32> {
 /// Checks one layer. `bottoms` are (values, shape); `checked` says which bottoms get a gradient
 /// (labels do not); `away` keeps random inputs at least this far from 0 (kinks).
 fn check(def: &str, bottoms: &[(Vec<f32>, Vec<usize>)], checked: &[bool], seed: u64) {
+    check_with(def, bottoms, checked, seed, true);
+}
+
+/// As [`check`]; `with_params: false` skips the learnable blobs (BatchNorm's statistics).
+fn check_with(
+    def: &str,
+    bottoms: &[(Vec<f32>, Vec<usize>)],
+    checked: &[bool],
+    seed: u64,
+    with_params: bool,
+) {
     let param = parse_net_text(def, "gradcheck".as_ref()).unwrap();
     let lp = &param.layer[0];
     let mut layer = LayerRegistry::default().create(lp).unwrap();
@@ -124,6 +135,9 @@ fn check(def: &str, bottoms: &[(Vec<f32>, Vec<usize>)], checked: &[bool], seed: 
         compare(format!("bottom {j}"), &analytic, &numeric);
     }
     for k in 0..params.len() {
+        if !with_params {
+            break;
+        }
         let analytic = flat(grads.params[k].as_ref().expect("param gradient"));
         let mut numeric = vec![0f32; params[k].len()];
         for i in 0..params[k].len() {
@@ -277,5 +291,95 @@ fn loss_gradients() {
         &[(scores, vec![3, 4, 2]), (vec![0., 1., 1., 2., 3., 0.], vec![3, 2])],
         &[true, false],
         16,
+    );
+}
+
+#[test]
+fn lrn_gradients() {
+    let mut rng = Lcg(17);
+    let x = rng.vec(2 * 5 * 3 * 3, -1.0, 1.0);
+    for def in [
+        "type: 'LRN' lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 1.5 }",
+        "type: 'LRN' lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL }",
+    ] {
+        check(&layer(def), &[(x.clone(), vec![2, 5, 3, 3])], &[true], 18);
+    }
+}
+
+#[test]
+fn concat_slice_softmax_gradients() {
+    let mut rng = Lcg(19);
+    let a = rng.vec(2 * 3 * 2, -1.0, 1.0);
+    let b = rng.vec(4, -1.0, 1.0);
+    check(
+        "layer { name: 'c' type: 'Concat' bottom: 'a' bottom: 'b' top: 'y' }",
+        &[(a.clone(), vec![2, 3, 2]), (b, vec![2, 1, 2])],
+        &[true, true],
+        20,
+    );
+    check(
+        "layer { name: 's' type: 'Slice' bottom: 'a' top: 'p' top: 'q' slice_param { axis: 1 slice_point: 1 } }",
+        &[(a.clone(), vec![2, 3, 2])],
+        &[true],
+        21,
+    );
+    check(&layer("type: 'Softmax'"), &[(a, vec![2, 3, 2])], &[true], 22);
+}
+
+#[test]
+fn eltwise_gradients() {
+    let mut rng = Lcg(23);
+    let a = rng.vec(12, -1.0, 1.0);
+    let b = rng.vec(12, -1.0, 1.0);
+    let c = rng.vec(12, -1.0, 1.0);
+    for op in ["operation: SUM coeff: 0.5 coeff: -2 coeff: 1", "operation: PROD", "operation: MAX"]
+    {
+        check(
+            &format!(
+                "layer {{ name: 'e' type: 'Eltwise' bottom: 'a' bottom: 'b' bottom: 'c' top: 'y' eltwise_param {{ {op} }} }}"
+            ),
+            &[(a.clone(), vec![3, 4]), (b.clone(), vec![3, 4]), (c.clone(), vec![3, 4])],
+            &[true, true, true],
+            24,
+        );
+    }
+}
+
+#[test]
+fn scale_bias_batchnorm_gradients() {
+    let mut rng = Lcg(25);
+    let x = rng.vec(2 * 3 * 2 * 2, -1.0, 1.0);
+    let f = rng.vec(3 * 2 * 2, -1.0, 1.0);
+    check(
+        &layer("type: 'Scale' scale_param { axis: 1 num_axes: 1 bias_term: true }"),
+        &[(x.clone(), vec![2, 3, 2, 2])],
+        &[true],
+        26,
+    );
+    check(
+        "layer { name: 's' type: 'Scale' bottom: 'x' bottom: 'f' top: 'y' scale_param { bias_term: true } }",
+        &[(x.clone(), vec![2, 3, 2, 2]), (f.clone(), vec![3, 2, 2])],
+        &[true, true],
+        27,
+    );
+    check(
+        &layer("type: 'Bias' bias_param { axis: 1 num_axes: 2 }"),
+        &[(x.clone(), vec![2, 3, 2, 2])],
+        &[true],
+        28,
+    );
+    check(
+        "layer { name: 'b' type: 'Bias' bottom: 'x' bottom: 'f' top: 'y' }",
+        &[(x.clone(), vec![2, 3, 2, 2]), (f, vec![3, 2, 2])],
+        &[true, true],
+        29,
+    );
+    // Batch statistics (the TRAIN computation; TEST phase here so the running blobs stay put).
+    check_with(
+        &layer("type: 'BatchNorm' batch_norm_param { use_global_stats: false }"),
+        &[(x, vec![2, 3, 2, 2])],
+        &[true],
+        30,
+        false,
     );
 }

@@ -1,5 +1,6 @@
 //! Integration tests against the shared Caffe assets and OpenCV reference outputs.
 
+mod backprop;
 mod cli;
 mod corpus;
 mod golden;

@@ -155,6 +155,7 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
         snapshot_after_train: solver.snapshot_after_train(),
         time_budget: opts.time_budget,
         comm_delay: opts.comm_delay,
+        stop: None,
     };
     Ok(Plan {
         solver,

@@ -16,7 +16,8 @@
 //!    ranks and steps, learning rate, and (at test points) the test scores summed over ranks'
 //!    test partitions. Rank 0 snapshots.
 //! 4. A time budget or the iteration limit ends the loop; a final test gives the summary's
-//!    `test_accuracy`.
+//!    `test_accuracy`. A stop request ([`LoopConfig::stop`], set on SIGINT/SIGTERM by the
+//!    binary) ends it after the current round with a snapshot from rank 0.
 //!
 //! A rank whose step fails calls [`Collective::abort`], so its peers stop instead of waiting
 //! (under MPI the whole job exits non-zero with that rank's message).
@@ -25,6 +26,7 @@
 //! steps on each worker (600 batches in all).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::eval::TestScores;
@@ -52,7 +54,7 @@ impl std::str::FromStr for SyncMode {
 }
 
 /// The loop's settings (the solver's own settings, such as the learning rate, live in the worker).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct LoopConfig {
     /// Local steps between averaging rounds (`tau`, at least 1).
     pub tau: u64,
@@ -76,6 +78,9 @@ pub struct LoopConfig {
     pub time_budget: Option<Duration>,
     /// Added to every communication round (slow-network experiments).
     pub comm_delay: Duration,
+    /// Set (by a SIGINT/SIGTERM handler) to stop after the current round: rank 0 reads it, every
+    /// rank stops at the same round, rank 0 snapshots, and no final test runs.
+    pub stop: Option<&'static AtomicBool>,
 }
 
 impl Default for LoopConfig {
@@ -92,6 +97,7 @@ impl Default for LoopConfig {
             snapshot_after_train: false,
             time_budget: None,
             comm_delay: Duration::ZERO,
+            stop: None,
         }
     }
 }
@@ -245,6 +251,8 @@ pub struct Summary {
     pub allreduce: f64,
     /// True when the time budget ended the run before `max_iter`.
     pub stopped_by_time: bool,
+    /// True when [`LoopConfig::stop`] ended the run (after a snapshot, without a final test).
+    pub interrupted: bool,
 }
 
 #[derive(Default)]
@@ -367,10 +375,27 @@ where
         if root && config.time_budget.is_some_and(|b| start.elapsed() >= b) {
             stop[0] = 1;
         }
-        if config.time_budget.is_some() && multi {
+        if root && config.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            stop[0] = 2;
+        }
+        if (config.time_budget.is_some() || config.stop.is_some()) && multi {
             comm.broadcast_bytes(&mut stop, 0)?;
         }
         stopped_by_time = stop[0] == 1 && !last;
+        if stop[0] == 2 {
+            let files = if root { worker.snapshot()? } else { Vec::new() };
+            emit(comm, worker, &mut win, rounds, lr, None, files, start, on_event)?;
+            return Ok(Summary {
+                workers: comm.size(),
+                iter: after,
+                rounds,
+                test: None,
+                seconds: start.elapsed().as_secs_f64(),
+                allreduce: total_comm.as_secs_f64(),
+                stopped_by_time: false,
+                interrupted: true,
+            });
+        }
         let end = last || stopped_by_time;
         let test_now = crossed(before, after, config.test_interval) && !end;
         let snap_now = crossed(before, after, config.snapshot) && !end;
@@ -428,6 +453,7 @@ where
         seconds: start.elapsed().as_secs_f64(),
         allreduce: total_comm.as_secs_f64(),
         stopped_by_time,
+        interrupted: false,
     })
 }
 

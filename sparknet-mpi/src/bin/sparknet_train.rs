@@ -7,10 +7,12 @@
 //! mpirun -n 8 sparknet-train --solver S --tau 10   # built with --features mpi: one rank per process
 //! sparknet-train --eval --model lenet_train_test.prototxt --weights lenet.caffemodel --test-data D
 //! ```
-//! JSON lines go to stdout (and `--log FILE`), a progress bar to stderr.
+//! JSON lines go to stdout (and `--log FILE`), a progress bar to stderr. SIGINT/SIGTERM stop the
+//! run after the current round with a snapshot (exit status 130); a second one exits at once.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -165,6 +167,7 @@ fn summary_line(s: &Summary, opts: &TrainOptions) -> serde_json::Value {
     m.insert("seconds".into(), s.seconds.into());
     m.insert("allreduce".into(), s.allreduce.into());
     m.insert("stopped_by_time".into(), s.stopped_by_time.into());
+    m.insert("interrupted".into(), s.interrupted.into());
     serde_json::Value::Object(m)
 }
 
@@ -180,9 +183,31 @@ fn progress_bar(max_iter: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn train_cmd(args: &Args) -> Result<()> {
+/// Set by the first SIGINT/SIGTERM: the loop snapshots after the current round and stops.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only async-signal-safe operations: an atomic swap, and `_exit` on the second signal.
+    if STOP.swap(true, Ordering::SeqCst) {
+        // SAFETY: `_exit` is async-signal-safe and ends the process without running any Rust code.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn install_stop_handler() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` is an `extern "C" fn(c_int)` that only touches an atomic and calls
+        // `_exit`, so it is sound to run at any point of the program; `signal` has no other
+        // preconditions.
+        unsafe { libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+}
+
+fn train_cmd(args: &Args) -> Result<bool> {
     let opts = options(args)?;
-    let plan = plan(&opts)?;
+    let mut plan = plan(&opts)?;
+    install_stop_handler();
+    plan.loop_config.stop = Some(&STOP);
     // Under mpirun only rank 0 reports (and owns the log file).
     let root = launcher_rank() == 0;
     if let Some(note) = plan.note.as_ref().filter(|_| root) {
@@ -206,14 +231,19 @@ fn train_cmd(args: &Args) -> Result<()> {
     };
     let (rank, summary) = run(&plan, args.workers, args.data_threads, &on_event)?;
     bar.finish_and_clear();
-    if rank == 0 { log.write(&summary_line(&summary, &opts)) } else { Ok(()) }
+    if rank == 0 {
+        log.write(&summary_line(&summary, &opts))?;
+    }
+    Ok(summary.interrupted)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if args.eval { eval(&args) } else { train_cmd(&args) };
+    let result = if args.eval { eval(&args).map(|()| false) } else { train_cmd(&args) };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        // Stopped by SIGINT/SIGTERM after its snapshot: the shell's code for an interrupt.
+        Ok(true) => ExitCode::from(130),
+        Ok(false) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sparknet-train: {e}");
             ExitCode::FAILURE

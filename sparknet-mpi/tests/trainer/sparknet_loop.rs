@@ -347,3 +347,25 @@ fn tau_zero_and_unknown_sync_are_errors() {
     let err = "ring".parse::<SyncMode>().unwrap_err();
     assert!(err.to_string().contains("'average' or 'gradients'"));
 }
+
+#[test]
+fn a_stop_request_ends_every_rank_after_the_round_with_a_snapshot() {
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let cfg = LoopConfig { stop: Some(&STOP), test_interval: 2, ..config(3, 100) };
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 2);
+            let mut reports = 0;
+            let s = train(&comm, &mut w, &cfg, &mut |e| reports += usize::from(!e.tick)).unwrap();
+            (s, w.snapshots, reports)
+        })
+        .unwrap();
+    for (rank, (s, snapshots, reports)) in out.into_iter().enumerate() {
+        assert!(s.interrupted && !s.stopped_by_time, "{s:?}");
+        assert_eq!((s.iter, s.rounds), (3, 1));
+        assert!(s.test.is_none(), "no final test after a stop request");
+        assert_eq!(snapshots, u64::from(rank == 0));
+        assert_eq!(reports, usize::from(rank == 0), "one report, with the snapshot");
+    }
+}

@@ -260,3 +260,47 @@ fn two_workers_reach_95_percent_on_mnist_in_300_iterations() {
     let acc = done["test_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.95, "test accuracy {acc} after 300 iterations per worker: {done}");
 }
+
+/// SIGTERM: the run stops after the current round, snapshots, and exits with status 130.
+#[test]
+fn sigterm_snapshots_and_exits_130() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("digits");
+    convert_synthetic_digits(&data, 100, 7, 4096).unwrap();
+    let solver = lenet_solver(tmp.path(), 8, 50, &format!("{SGD}test_interval: 100000\n"));
+    let mut child = train_bin(tmp.path())
+        .arg("--solver")
+        .arg(&solver)
+        .arg("--train-data")
+        .arg(&data)
+        .arg("--test-data")
+        .arg(&data)
+        .args(["--max-iter", "1000000", "--tau", "2", "--snapshot-prefix", "stopped"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The initial test's line: the loop is running.
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["iter"], 0);
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: `kill` with a valid signal number has no memory-safety preconditions; the pid is
+    // our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let rest: Vec<serde_json::Value> =
+        lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let done = rest.last().unwrap();
+    assert_eq!(done["interrupted"], true, "{done}");
+    let iter = done["iter"].as_u64().unwrap();
+    assert!(
+        iter > 0 && iter.is_multiple_of(2) && iter < 1_000_000,
+        "stopped at a round end: {done}"
+    );
+    let snap = rest.iter().find_map(|l| l.get("snapshot")).expect("a snapshot report");
+    assert_eq!(snap[0], format!("stopped_iter_{iter}.caffemodel"));
+    assert!(tmp.path().join(format!("stopped_iter_{iter}.solverstate")).is_file());
+}

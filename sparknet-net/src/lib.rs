@@ -37,18 +37,26 @@
 //!   Caffe type.
 //! - [`Net`]: shape inference, reshape to the fed shapes, forward, every blob by name,
 //!   [`Net::params`]/[`Net::set_params`], [`Net::save_caffemodel`], [`Net::save_safetensors`].
+//! - Training: [`Net::backward`]/[`Net::forward_backward`] (per-layer backward, Caffe's rules
+//!   for `loss_weight`, `propagate_down`, `lr_mult: 0`, shared blobs, in-place layers and the
+//!   implicit Split); [`params`]: all learnable blobs in one flat `f32` buffer and their
+//!   gradients in another ([`Net::param_buffer`], [`Net::grad_buffer`], [`Net::param_table`]);
+//!   [`solver`]: Caffe's six update rules and lr policies over the flat buffer and the
+//!   [`solver::Solver`] loop (test/display/snapshot/restore). Batches always come from the
+//!   caller: this crate never reads datasets.
 //!
 //! # Execution model (and why)
 //! Following the project's design notes, a net is Caffe's static list of layers over named
-//! blobs, run in order by explicit per-layer code (`reshape`, `forward`; `backward` comes with
-//! training), with candle tensors as storage and device, rather than candle's autograd graph:
+//! blobs, run in order by explicit per-layer code (`reshape`, `forward`, `backward`), with
+//! candle tensors as storage and device, rather than candle's autograd graph:
 //! Caffe's semantics (in-place layers, `param { name }` sharing, BatchNorm's statistics,
-//! `loss_weight`, later `propagate_down` and `lr_mult: 0`) are direct to express per layer, and
+//! `loss_weight`, `propagate_down` and `lr_mult: 0`) are direct to express per layer, and
 //! each layer is testable alone. On the CPU, Convolution, Deconvolution, Pooling, LRN and
 //! InnerProduct run the `sparknet-kernels` crate (im2col + GEMM, Caffe pooling with ceil mode
-//! and padding, LRN) on the tensors' host slices; on other devices they use candle's ops
-//! (Pooling and LRN round-trip through the host: candle has no Caffe pooling). The other layers
-//! are candle expressions and run anywhere.
+//! and padding, LRN; forward and backward) on the tensors' host slices; on other devices the
+//! forward uses candle's ops (Pooling and LRN round-trip through the host: candle has no Caffe
+//! pooling) and the backward of these five round-trips through the host kernels. The other
+//! layers are candle expressions and run anywhere.
 //!
 //! # Feature flags
 //! - `cuda`: candle's CUDA backend (forwarded to candle-core and candle-nn).

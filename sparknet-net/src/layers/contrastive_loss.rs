@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, count, host_vec};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, count, host_vec};
 use crate::cpu::from_host;
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
@@ -74,6 +74,44 @@ impl Layer for ContrastiveLoss {
             });
         }
         Ok(vec![from_host(vec![(loss / (2.0 * n.max(1) as f64)) as f32], &[], &ctx.device)?])
+    }
+    fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<Grads> {
+        if args.propagate_down.get(2).copied().unwrap_or(false) {
+            return Err(Error::invalid(&self.name, "propagate_down", "labels have no gradient"));
+        }
+        let n = args.bottoms[0].dims()[0];
+        let (a, b, y) =
+            (host_vec(args.bottoms[0])?, host_vec(args.bottoms[1])?, host_vec(args.bottoms[2])?);
+        let dim = a.len() / n.max(1);
+        let top = host_vec(&args.top_diffs[0])?[0] / n.max(1) as f32;
+        // Gradient with respect to a; b gets its negation (Caffe's per-sample formulas).
+        let mut ga = vec![0f32; a.len()];
+        for i in 0..n {
+            let diff: Vec<f32> = (0..dim).map(|k| a[i * dim + k] - b[i * dim + k]).collect();
+            let d2: f32 = diff.iter().map(|d| d * d).sum();
+            let coef = if y[i] != 0.0 {
+                top
+            } else if self.legacy {
+                if self.margin - d2 > 0.0 { -top } else { 0.0 }
+            } else {
+                let dist = d2.sqrt();
+                let mdist = self.margin - dist;
+                if mdist > 0.0 { -top * mdist / (dist + 1e-4) } else { 0.0 }
+            };
+            (0..dim).for_each(|k| ga[i * dim + k] = coef * diff[k]);
+        }
+        let dev = &args.ctx.device;
+        let gb: Vec<f32> = ga.iter().map(|v| -v).collect();
+        let mut out = Vec::new();
+        for (j, g) in [ga, gb].into_iter().enumerate() {
+            out.push(if args.propagate_down[j] {
+                Some(from_host(g, args.bottoms[j].dims(), dev)?)
+            } else {
+                None
+            });
+        }
+        out.push(None);
+        Ok(Grads::bottoms(out))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape, canonical_axis};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -98,6 +98,20 @@ impl Layer for Crop {
             }
         }
         Ok(vec![y.contiguous()?])
+    }
+    fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<Grads> {
+        let dims = args.bottoms[0].dims();
+        let dx = want(args.propagate_down[0], || {
+            // The top diff in its window, zeros around it.
+            let mut g = args.top_diffs[0].clone();
+            for (i, (s, l)) in self.plan(dims, args.bottoms[1].dims())?.into_iter().enumerate() {
+                if l != dims[i] {
+                    g = g.pad_with_zeros(i, s, dims[i] - s - l)?;
+                }
+            }
+            Ok(g)
+        })?;
+        Ok(Grads::bottoms(vec![dx, None]))
     }
 }
 

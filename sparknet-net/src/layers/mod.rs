@@ -5,10 +5,12 @@
 //! A layer follows Caffe's life cycle: [`Layer::setup`] once with the first bottom shapes (it
 //! returns the shapes of its learnable blobs, Caffe's `blobs_`), [`Layer::reshape`] whenever the
 //! input shapes change (it returns the top shapes: this is the shape inference), and
-//! [`Layer::forward`] per pass. Backward comes with training (issue 5): it will be a
-//! `backward(top_diffs, propagate_down, bottoms, params) -> (bottom_diffs, param_diffs)` method
-//! beside `forward`, with every layer keeping what it needs from forward (pooling's argmax, LRN's
-//! scale, dropout's mask) in `&mut self`, which is why `forward` takes `&mut self`.
+//! [`Layer::forward`] per pass, [`Layer::backward`] from the tops' diffs to the bottoms' and
+//! learnable blobs' gradients ([`BackwardArgs`] -> [`Grads`]). A layer keeps what backward needs
+//! from forward (pooling's argmax, LRN's scale, dropout's mask) in `&mut self`, which is why
+//! `forward` takes `&mut self`. Layers without a gradient (Accuracy, ArgMax, Threshold, the
+//! inputs) keep the default `backward`, an error; the net never calls it for layers no loss
+//! depends on.
 
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 
 use candle::Tensor;
 
-use super::{Count, ForwardCtx, Layer, Shape};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, want};
 use crate::proto::LayerParameter;
 use crate::{Error, Result};
 
@@ -62,6 +62,30 @@ impl Layer for PRelu {
         let pos = x.relu()?;
         let neg = (x - &pos)?;
         Ok(vec![(pos + neg.broadcast_mul(&a)?)?])
+    }
+    fn backward(&mut self, args: &BackwardArgs<'_>) -> Result<Grads> {
+        let (x, dy) = (args.bottoms[0], &args.top_diffs[0]);
+        let dims = x.dims();
+        let mut bshape = vec![1usize; dims.len()];
+        if !self.shared {
+            bshape[1] = dims[1];
+        }
+        let pos = x.gt(0f64)?.to_dtype(candle::DType::F32)?;
+        let neg = (1.0 - &pos)?;
+        let dx = want(args.propagate_down[0], || {
+            let a = args.params[0].reshape(bshape.clone())?;
+            Ok((dy * (&pos + neg.broadcast_mul(&a)?)?)?)
+        })?;
+        let da = want(args.param_down.first().copied().unwrap_or(false), || {
+            let mut g = ((dy * x)? * &neg)?;
+            for ax in (0..dims.len()).rev() {
+                if self.shared || ax != 1 {
+                    g = g.sum_keepdim(ax)?;
+                }
+            }
+            Ok(g.reshape(args.params[0].dims())?)
+        })?;
+        Ok(Grads { bottoms: vec![dx], params: vec![da] })
     }
 }
 

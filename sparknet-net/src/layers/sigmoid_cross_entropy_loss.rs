@@ -5,7 +5,7 @@
 use candle::Tensor;
 
 use super::softmax_loss::{mode, normalizer};
-use super::{Count, ForwardCtx, Layer, Shape, count, host_vec};
+use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, count, host_vec};
 use crate::cpu::from_host;
 use crate::proto::LayerParameter;
 use crate::proto::loss_parameter::NormalizationMode;
@@ -76,6 +76,36 @@ impl Layer for SigmoidCrossEntropyLoss {
         let outer = s.first().copied().unwrap_or(1);
         let norm = normalizer(self.mode, outer, count(&s, 1, s.len()), valid);
         Ok(vec![from_host(vec![(loss / f64::from(norm)) as f32], &[], &ctx.device)?])
+    }
+    fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        if a.propagate_down.get(1).copied().unwrap_or(false) {
+            return Err(Error::invalid(&self.name, "propagate_down", "targets have no gradient"));
+        }
+        if !a.propagate_down[0] {
+            return Ok(Grads::bottoms(vec![None, None]));
+        }
+        let s = a.bottoms[0].dims().to_vec();
+        let x = host_vec(a.bottoms[0])?;
+        let t = host_vec(a.bottoms[1])?;
+        let mut valid = 0usize;
+        // d/dx = sigmoid(x) - t; ignored targets get 0.
+        let mut g: Vec<f32> = x
+            .iter()
+            .zip(&t)
+            .map(|(&xi, &ti)| {
+                if self.ignore == Some(ti as i32) {
+                    0.0
+                } else {
+                    valid += 1;
+                    1.0 / (1.0 + (-xi).exp()) - ti
+                }
+            })
+            .collect();
+        let outer = s.first().copied().unwrap_or(1);
+        let norm = normalizer(self.mode, outer, count(&s, 1, s.len()), valid);
+        let scale = host_vec(&a.top_diffs[0])?[0] / norm;
+        g.iter_mut().for_each(|v| *v *= scale);
+        Ok(Grads::bottoms(vec![Some(from_host(g, &s, &a.ctx.device)?), None]))
     }
 }
 

@@ -216,6 +216,7 @@ impl Solver {
         let iters = *self.param.test_iter.get(index).ok_or_else(|| {
             Error::NotFound(format!("no test net {index} ({} nets)", self.test_nets.len()))
         })?;
+        self.net.sync_params()?;
         let weights = self.net.to_proto()?;
         let tnet = &mut self.test_nets[index];
         tnet.copy_from(&weights)?;
@@ -307,6 +308,7 @@ impl Solver {
         let base = format!("{prefix}_iter_{}", self.iter());
         let model = PathBuf::from(format!("{base}.caffemodel"));
         let state_path = PathBuf::from(format!("{base}.solverstate"));
+        self.net.sync_params()?;
         atomic_write(&model, &self.net.to_proto()?.encode_to_vec())?;
         let entries = self.net.param_table()?.to_vec();
         let st = self.updater.state();

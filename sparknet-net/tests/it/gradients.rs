@@ -383,3 +383,79 @@ fn scale_bias_batchnorm_gradients() {
         false,
     );
 }
+
+#[test]
+fn prelu_crop_and_more_loss_gradients() {
+    let mut rng = Lcg(31);
+    let x = rand_away(&mut rng, 2 * 3 * 2 * 2, 0.05);
+    for def in ["type: 'PReLU'", "type: 'PReLU' prelu_param { channel_shared: true }"] {
+        check(&layer(def), &[(x.clone(), vec![2, 3, 2, 2])], &[true], 32);
+    }
+    let big = rng.vec(2 * 3 * 4 * 4, -1.0, 1.0);
+    check(
+        "layer { name: 'c' type: 'Crop' bottom: 'x' bottom: 'r' top: 'y' crop_param { axis: 2 offset: 1 offset: 2 } }",
+        &[(big, vec![2, 3, 4, 4]), (vec![0.0; 2 * 3 * 2 * 2], vec![2, 3, 2, 2])],
+        &[true, false],
+        33,
+    );
+    let logits = rng.vec(3 * 4, -2.0, 2.0);
+    let targets = rng.vec(3 * 4, 0.0, 1.0);
+    check(
+        "layer { name: 's' type: 'SigmoidCrossEntropyLoss' bottom: 'x' bottom: 't' top: 'l' }",
+        &[(logits, vec![3, 4]), (targets, vec![3, 4])],
+        &[true, false],
+        34,
+    );
+    let a = rng.vec(4 * 2, -0.4, 0.4);
+    let b = rng.vec(4 * 2, -0.4, 0.4);
+    for def in ["", "contrastive_loss_param { legacy_version: true margin: 2 }"] {
+        check(
+            &format!(
+                "layer {{ name: 'c' type: 'ContrastiveLoss' bottom: 'a' bottom: 'b' bottom: 'y' top: 'l' {def} }}"
+            ),
+            &[(a.clone(), vec![4, 2]), (b.clone(), vec![4, 2]), (vec![1., 0., 0., 1.], vec![4])],
+            &[true, true, false],
+            35,
+        );
+    }
+}
+
+#[test]
+fn dropout_train_mask_scales_and_routes_the_gradient() {
+    let param = parse_net_text(
+        "layer { name: 'd' type: 'Dropout' bottom: 'x' top: 'y' dropout_param { dropout_ratio: 0.4 } }",
+        "drop".as_ref(),
+    )
+    .unwrap();
+    let mut l = LayerRegistry::default().create(&param.layer[0]).unwrap();
+    let shape = vec![4usize, 250];
+    l.setup(std::slice::from_ref(&shape)).unwrap();
+    l.reshape(std::slice::from_ref(&shape)).unwrap();
+    let ctx = ForwardCtx { phase: Phase::Train, device: Device::Cpu };
+    let x = Tensor::full(2f32, (4, 250), &Device::Cpu).unwrap();
+    let y = l.forward(&ctx, &[&x], &[]).unwrap().remove(0);
+    let yv = flat(&y);
+    let kept = yv.iter().filter(|&&v| v != 0.0).count();
+    assert!(
+        yv.iter().all(|&v| v == 0.0 || (v - 2.0 / 0.6).abs() < 1e-5),
+        "kept x scaled by 1/(1-p)"
+    );
+    assert!((450..750).contains(&kept), "about 60% kept: {kept}");
+    let dy = Tensor::full(3f32, (4, 250), &Device::Cpu).unwrap();
+    let g = l
+        .backward(&BackwardArgs {
+            ctx: &ctx,
+            bottoms: &[&x],
+            tops: &[&y],
+            top_diffs: std::slice::from_ref(&dy),
+            params: &[],
+            propagate_down: &[true],
+            param_down: &[],
+        })
+        .unwrap();
+    let gx = flat(g.bottoms[0].as_ref().unwrap());
+    // Same mask, same scale: dx = dy * y / x.
+    for (d, v) in gx.iter().zip(&yv) {
+        assert!((d - 3.0 * v / 2.0).abs() < 1e-5);
+    }
+}

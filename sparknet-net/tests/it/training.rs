@@ -289,3 +289,84 @@ fn lenet_resumes_caffe_solverstate() {
     println!("lenet resumed at 10000 + 100 iterations: test accuracy {acc}");
     assert!(acc >= 0.99, "accuracy {acc}");
 }
+
+#[test]
+fn solver_config_from_prototxt() {
+    use sparknet_net::solver::{LrPolicy, Regularization, SolverConfig, SolverKind};
+    let parse = |t: &str| -> SolverParameter {
+        parse_text("caffe.SolverParameter", t, "s.prototxt".as_ref()).unwrap()
+    };
+    // The legacy enum when `type` is absent; `type` wins otherwise.
+    let c = SolverConfig::from_proto(&parse("solver_type: ADAM base_lr: 0.1")).unwrap();
+    assert_eq!(c.kind, SolverKind::Adam);
+    let c = SolverConfig::from_proto(&parse("type: 'Nesterov' solver_type: ADAM")).unwrap();
+    assert_eq!(c.kind, SolverKind::Nesterov);
+    let c = SolverConfig::from_proto(&parse(
+        "lr_policy: 'multistep' gamma: 0.1 stepvalue: 10 stepvalue: 20 \
+         regularization_type: 'L1' iter_size: 3 clip_gradients: 5",
+    ))
+    .unwrap();
+    assert_eq!(c.lr_policy, LrPolicy::MultiStep { gamma: 0.1f32 as f64, stepvalues: vec![10, 20] });
+    assert_eq!((c.regularization, c.iter_size, c.clip_gradients), (Regularization::L1, 3, 5.0));
+    assert_eq!(c.kind, SolverKind::Sgd);
+    let inv = SolverConfig::from_proto(&parse("lr_policy: 'inv' gamma: 0.0001 power: 0.75"))
+        .unwrap()
+        .lr_policy;
+    let want = 0.01 * (1.0 + 0.0001f32 as f64 * 100.0).powf(-(0.75f32 as f64));
+    assert!((inv.rate(0.01, 100) - want).abs() < 1e-12);
+    for (text, what) in [
+        ("type: 'Momentum'", "unknown solver type 'Momentum'"),
+        ("lr_policy: 'cosine'", "unknown policy 'cosine'"),
+        ("lr_policy: 'step' gamma: 0.1", "stepsize"),
+        ("regularization_type: 'L3'", "L3"),
+        ("iter_size: 0", "iter_size"),
+    ] {
+        let e = SolverConfig::from_proto(&parse(text)).unwrap_err().to_string();
+        assert!(e.contains(what), "{text}: {e}");
+    }
+}
+
+#[test]
+fn solve_loop_tests_displays_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("run").to_string_lossy().into_owned();
+    let text = format!(
+        "base_lr: 0.05 momentum: 0.9 display: 2 test_iter: 1 test_interval: 3 snapshot: 4 \
+         snapshot_prefix: '{prefix}' max_iter: 6 average_loss: 2"
+    );
+    let mut p: SolverParameter =
+        parse_text("caffe.SolverParameter", &text, "s.prototxt".as_ref()).unwrap();
+    p.net_param = Some(parse_net_text(LSQ, "lsq.prototxt".as_ref()).unwrap());
+    let mut s = Solver::from_param(&p, NetConfig::default()).unwrap();
+    let (x, y) = data(4, 0);
+    let mut events = Vec::new();
+    s.solve(
+        None,
+        &mut |_: &Net| Ok(feed(&x, &y, 4)),
+        &mut |_, _: &Net| Ok(feed(&x, &y, 4)),
+        &mut |e| events.push(e.clone()),
+    )
+    .unwrap();
+    use sparknet_net::solver::Event;
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match e {
+            Event::Train { iter, .. } => format!("train{iter}"),
+            Event::Test { iter, .. } => format!("test{iter}"),
+            Event::Snapshot { .. } => "snap".into(),
+        })
+        .collect();
+    assert_eq!(kinds, ["test0", "train0", "train2", "test3", "snap", "train4", "test6"]);
+    assert_eq!(s.iter(), 6);
+    assert!(dir.path().join("run_iter_4.caffemodel").exists());
+    assert!(dir.path().join("run_iter_4.solverstate").exists());
+    let st =
+        sparknet_net::load::read_solverstate(dir.path().join("run_iter_4.solverstate")).unwrap();
+    assert_eq!((st.iter(), st.history.len()), (4, 2));
+    // Parameters written in place (as an allreduce does) are what the next snapshot saves.
+    s.net_mut().param_buffer().unwrap().fill(0.5);
+    let (model, _) = s.snapshot().unwrap();
+    let saved = sparknet_net::load::read_caffemodel(model).unwrap();
+    let ip = saved.layer.iter().find(|l| l.name() == "ip").unwrap();
+    assert!(ip.blobs.iter().all(|b| b.data.iter().all(|&v| v == 0.5)));
+}

@@ -44,6 +44,9 @@ pub struct TrainOptions {
     pub comm_delay: Duration,
     /// Wall-time budget.
     pub time_budget: Option<Duration>,
+    /// Solver history at averaging rounds (`--history local|reset|average`; `None`: local, as
+    /// SparkNet kept it).
+    pub history: Option<crate::StatePolicy>,
 }
 
 /// A resolved run.
@@ -156,6 +159,7 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
         time_budget: opts.time_budget,
         comm_delay: opts.comm_delay,
         stop: None,
+        history: opts.history.unwrap_or(crate::StatePolicy::Local),
     };
     Ok(Plan {
         solver,
@@ -168,6 +172,19 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
         note,
         scratch,
     })
+}
+
+/// Parses `--history`: `local`, `reset` or `average`.
+///
+/// # Errors
+/// [`Error::Config`] for anything else.
+pub fn parse_history(s: &str) -> Result<crate::StatePolicy> {
+    match s {
+        "local" => Ok(crate::StatePolicy::Local),
+        "reset" => Ok(crate::StatePolicy::Reset),
+        "average" => Ok(crate::StatePolicy::Averaged),
+        _ => Err(Error::Config(format!("--history {s}: expected 'local', 'reset' or 'average'"))),
+    }
 }
 
 /// Compute threads for each of `ranks` ranks sharing this machine: the cores divided among them

@@ -165,6 +165,19 @@ impl Worker for SolverWorker {
     fn data_wait(&self) -> Duration {
         self.train.wait()
     }
+    fn history_sets(&self) -> usize {
+        self.solver.updater().state().history.len()
+    }
+    fn history(&mut self, set: usize) -> Result<&mut [f32]> {
+        let sets = self.history_sets();
+        self.solver
+            .updater_mut()
+            .state_mut()
+            .history
+            .get_mut(set)
+            .map(Vec::as_mut_slice)
+            .ok_or_else(|| Error::Config(format!("history set {set} of {sets}")))
+    }
     fn test(&mut self, comm: &dyn Collective) -> Result<TestScores> {
         let Some((net, specs, feed)) = &mut self.test else { return Err(Error::NoTestData) };
         if self.same_layout {

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::eval::TestScores;
-use crate::{Averager, Collective, Error, Result};
+use crate::{Averager, Collective, Error, Result, StatePolicy};
 
 /// How replicas are kept in step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -81,6 +81,11 @@ pub struct LoopConfig {
     /// Set (by a SIGINT/SIGTERM handler) to stop after the current round: rank 0 reads it, every
     /// rank stops at the same round, rank 0 snapshots, and no final test runs.
     pub stop: Option<&'static AtomicBool>,
+    /// What happens to the solver history (momentum, Adam moments) at each averaging round:
+    /// kept per worker as SparkNet did (the default), zeroed, or averaged like the weights (one
+    /// more allreduce per history set). BatchNorm statistics live in the parameter buffer and
+    /// are always averaged.
+    pub history: StatePolicy,
 }
 
 impl Default for LoopConfig {
@@ -98,6 +103,7 @@ impl Default for LoopConfig {
             time_budget: None,
             comm_delay: Duration::ZERO,
             stop: None,
+            history: StatePolicy::Local,
         }
     }
 }
@@ -155,6 +161,17 @@ pub trait Worker {
     fn apply_gradients(&mut self) -> Result<f32>;
     /// Time spent waiting for training batches so far.
     fn data_wait(&self) -> Duration;
+    /// Number of solver history buffers (1 for SGD's momentum, 2 for Adam; 0 when none).
+    fn history_sets(&self) -> usize {
+        0
+    }
+    /// History buffer `set`, laid out as [`params`](Worker::params).
+    ///
+    /// # Errors
+    /// `set` out of range.
+    fn history(&mut self, set: usize) -> Result<&mut [f32]> {
+        Err(Error::Config(format!("this worker has no solver history set {set}")))
+    }
     /// A test pass over this rank's test partition, reduced over `comm` (every rank calls it).
     ///
     /// # Errors
@@ -366,6 +383,17 @@ where
                 worker.params_changed()?;
                 win.comm += stats.comm;
                 total_comm += stats.comm;
+                for set in 0..worker.history_sets() {
+                    match config.history {
+                        StatePolicy::Local => {}
+                        StatePolicy::Reset => worker.history(set)?.fill(0.0),
+                        StatePolicy::Averaged => {
+                            let stats = averager.average(comm, worker.history(set)?)?;
+                            win.comm += stats.comm;
+                            total_comm += stats.comm;
+                        }
+                    }
+                }
             }
         }
         rounds += 1;

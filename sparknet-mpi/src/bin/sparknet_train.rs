@@ -18,10 +18,10 @@ use std::time::Duration;
 use clap::Parser;
 use sparknet_mpi::bind::{FeedConfig, PhaseData, data_layers};
 use sparknet_mpi::eval::evaluate;
-use sparknet_mpi::run::{JsonLog, TrainOptions, launcher_rank, plan};
+use sparknet_mpi::run::{JsonLog, TrainOptions, launcher_rank, parse_history, plan};
 use sparknet_mpi::solver_worker::run;
 use sparknet_mpi::trainer::{Event, Summary, SyncMode};
-use sparknet_mpi::{Error, LocalComm, Result};
+use sparknet_mpi::{Error, LocalComm, Result, StatePolicy};
 use sparknet_net::load::read_net_prototxt;
 use sparknet_net::{Net, NetConfig, Phase};
 
@@ -69,6 +69,10 @@ struct Args {
     /// Iterations of gradient averaging before weight averaging starts.
     #[arg(long, default_value_t = 0, value_name = "N")]
     warmup: u64,
+    /// Solver history (momentum) at each averaging round: `local` (each worker keeps its own, as
+    /// SparkNet did), `reset` (zeroed) or `average` (averaged like the weights).
+    #[arg(long, default_value = "local", value_parser = parse_history)]
+    history: StatePolicy,
     /// Milliseconds added to every communication round (slow-network experiments).
     #[arg(long, default_value_t = 0.0, value_name = "MS")]
     comm_delay_ms: f64,
@@ -141,6 +145,7 @@ fn options(args: &Args) -> Result<TrainOptions> {
         warmup: args.warmup,
         comm_delay: seconds(args.comm_delay_ms / 1000.0, "--comm-delay-ms")?,
         time_budget: args.time_budget.map(|s| seconds(s, "--time-budget")).transpose()?,
+        history: Some(args.history),
     })
 }
 

@@ -12,7 +12,7 @@ use sparknet_mpi::default_run::LENET_NET;
 use sparknet_mpi::run::{TrainOptions, plan};
 use sparknet_mpi::solver_worker::SolverWorker;
 use sparknet_mpi::trainer::{LoopConfig, SyncMode, Worker, train};
-use sparknet_mpi::{Collective, LocalComm, LocalGroup};
+use sparknet_mpi::{Collective, LocalComm, LocalGroup, StatePolicy};
 use sparknet_net::solver::Solver;
 use sparknet_net::{NetConfig, Phase};
 
@@ -303,4 +303,41 @@ fn sigterm_snapshots_and_exits_130() {
     let snap = rest.iter().find_map(|l| l.get("snapshot")).expect("a snapshot report");
     assert_eq!(snap[0], format!("stopped_iter_{iter}.caffemodel"));
     assert!(tmp.path().join(format!("stopped_iter_{iter}.solverstate")).is_file());
+}
+
+/// `--history`: momentum kept per worker (differs between the two), zeroed, or averaged
+/// (identical) after the last round.
+#[test]
+fn solver_history_policy_at_averaging_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("digits");
+    convert_synthetic_digits(&data, 64, 8, 4096).unwrap();
+    let solver = lenet_solver(tmp.path(), 4, 32, SGD);
+    for policy in [StatePolicy::Local, StatePolicy::Reset, StatePolicy::Averaged] {
+        let opts = TrainOptions {
+            solver: Some(solver.clone()),
+            train_data: Some(data.clone()),
+            test_data: Some(data.clone()),
+            max_iter: Some(6),
+            tau: 3,
+            history: Some(policy),
+            ..TrainOptions::default()
+        };
+        let p = plan(&opts).unwrap();
+        let hist = LocalGroup::new(2)
+            .unwrap()
+            .run(|comm| {
+                let mut w = SolverWorker::new(&p, comm.rank(), 2, 1).unwrap();
+                train(&comm, &mut w, &p.loop_config, &mut |_| {}).unwrap();
+                assert_eq!(w.history_sets(), 1, "SGD keeps one momentum buffer");
+                w.history(0).unwrap().to_vec()
+            })
+            .unwrap();
+        let zero = |h: &[f32]| h.iter().all(|&x| x == 0.0);
+        match policy {
+            StatePolicy::Local => assert!(bits(&hist[0]) != bits(&hist[1]) && !zero(&hist[0])),
+            StatePolicy::Reset => assert!(zero(&hist[0]) && zero(&hist[1])),
+            StatePolicy::Averaged => assert!(bits(&hist[0]) == bits(&hist[1]) && !zero(&hist[0])),
+        }
+    }
 }

@@ -265,7 +265,7 @@ fn check_lenet(comm: &MpiComm) {
         std::fs::write(
             &solver,
             format!(
-                "net: \"{}\"\nbase_lr: 0.01\nmomentum: 0.9\nlr_policy: \"fixed\"\nmax_iter: 12\nrandom_seed: 5\n",
+                "net: \"{}\"\nbase_lr: 0.01\nmomentum: 0.9\nlr_policy: \"fixed\"\nmax_iter: 12\nrandom_seed: 5\nsnapshot_after_train: false\n",
                 net_path.display()
             ),
         )

@@ -200,8 +200,9 @@ impl Worker for SolverWorker {
 }
 
 /// Runs `plan`: one rank per process when started by an MPI launcher (built with feature `mpi`;
-/// the global rayon pool gets cores / ranks-on-this-node threads), otherwise `workers` in-process
-/// workers. Returns this process's rank and its summary.
+/// the global rayon pool gets cores / ranks-on-this-node threads unless `RAYON_NUM_THREADS` is
+/// set), otherwise `workers` in-process workers, each with its own pool of cores / `workers`
+/// threads. Returns this process's rank and its summary.
 ///
 /// # Errors
 /// Worker construction and loop errors (a failing rank aborts the others).
@@ -215,9 +216,12 @@ pub fn run(
     if crate::run::under_mpi_launcher() {
         let comm = crate::MpiComm::init()?;
         let local = crate::run::local_ranks_from_env().unwrap_or(comm.size());
-        let threads = crate::run::threads_per_rank(local);
-        // Fails only when the global pool already exists; it then keeps its size.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+        // RAYON_NUM_THREADS, when set, sizes the global pool instead.
+        if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            let threads = crate::run::threads_per_rank(local);
+            // Fails only when the global pool already exists; it then keeps its size.
+            let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+        }
         let (rank, size) = (comm.rank(), comm.size());
         let mut report = |e: &Event| on_event(e);
         let make = |_: &crate::MpiComm| SolverWorker::new(plan, rank, size, data_threads);

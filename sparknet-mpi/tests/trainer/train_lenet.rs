@@ -24,7 +24,9 @@ fn lenet_solver(dir: &Path, train: u32, test: u32, solver: &str) -> PathBuf {
     let net_path = dir.join("lenet.prototxt");
     std::fs::write(&net_path, net).unwrap();
     let path = dir.join("solver.prototxt");
-    std::fs::write(&path, format!("net: \"{}\"\n{solver}", net_path.display())).unwrap();
+    // No final snapshot into the working directory unless a test asks for one.
+    let text = format!("net: \"{}\"\nsnapshot_after_train: false\n{solver}", net_path.display());
+    std::fs::write(&path, text).unwrap();
     path
 }
 

@@ -109,6 +109,33 @@ pub enum Error {
         /// The buffer's capacity.
         capacity: usize,
     },
+    /// The net (building it, loading weights, a forward pass) failed.
+    #[error(transparent)]
+    Net(#[from] sparknet_net::Error),
+    /// The solver's update rule rejected its buffers or state.
+    #[error(transparent)]
+    Update(#[from] sparknet_net::solver::UpdateError),
+    /// A dataset could not be opened or read.
+    #[error(transparent)]
+    Data(#[from] sparknet_data::Error),
+    /// A candle tensor operation failed while feeding or reading the net.
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle::Error),
+    /// The training configuration (flags, solver, net's Data layers) is unusable; the message
+    /// names the file, layer or flag.
+    #[error("{0}")]
+    Config(String),
+    /// A test pass was asked of a net whose TEST phase has no Data layer (or no test data).
+    #[error("the TEST phase of the net has no Data layer to test on")]
+    NoTestData,
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// The crate's result type.

@@ -44,6 +44,18 @@
 //!   optional artificial delay per round, and the [`AveragingPolicy`] for BatchNorm statistics and
 //!   solver history.
 //!
+//! The trainer, built on these:
+//!
+//! - [`trainer`]: the SparkNet loop over any [`Collective`] and [`trainer::Worker`] (rank 0's
+//!   weights broadcast, `tau` local steps then one averaging allreduce, or gradient sync; warmup,
+//!   communication delay, time budget; round-aligned reports, tests and snapshots).
+//! - [`solver_worker`]: the worker of a real net (sparknet-net's `Solver`), and [`solver_worker::run`]
+//!   (in-process workers, or one rank per process under `mpirun`).
+//! - [`bind`]: a net's `Data` layers bound to sparknet-data loaders over this rank's partition;
+//!   [`eval`]: a test pass over the partition, summed over ranks.
+//! - [`run`]: solver/net/data resolution for the `sparknet-train` binary; [`default_run`]: its
+//!   embedded LeNet and the MNIST-or-synthetic data it finds.
+//!
 //! # Feature flags
 //!
 //! - `mpi` (off by default): the MPI backend. Needs an MPI installation (Open MPI or MPICH:
@@ -73,11 +85,17 @@
 //! from the input in the last bit.
 //!
 mod average;
+pub mod bind;
 mod collective;
+pub mod default_run;
 mod error;
+pub mod eval;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
+pub mod run;
+pub mod solver_worker;
+pub mod trainer;
 
 pub use average::{Averager, AveragingPolicy, ReplicaState, RoundStats, StatePolicy};
 pub use collective::Collective;

@@ -1,0 +1,371 @@
+//! The SparkNet loop against closed-form expectations, with a least-squares learner (plain SGD on
+//! `0.5 * mean (x.w - y)^2`) as the worker: K = 1 equals plain steps bit for bit, averaging equals
+//! the elementwise mean of independently stepped replicas, gradient sync equals one worker on
+//! the union batch, warmup, events, time budget and a failing rank.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sparknet_mpi::eval::TestScores;
+use sparknet_mpi::trainer::{LoopConfig, StepOutcome, SyncMode, Worker, train};
+use sparknet_mpi::{Collective, Error, LocalComm, LocalGroup, Result};
+
+const DIM: usize = 5;
+const ROWS: usize = 64;
+
+fn row(i: usize) -> ([f32; DIM], f32) {
+    let mut x = [0f32; DIM];
+    let mut s = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for v in &mut x {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        *v = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+    }
+    let y = x.iter().enumerate().map(|(j, v)| v * (j as f32 + 1.0)).sum::<f32>() + 0.25;
+    (x, y)
+}
+
+/// SGD on least squares; the batch of step `t` is `batches(t)` (row indices).
+struct Lsq {
+    w: Vec<f32>,
+    g: Vec<f32>,
+    iter: u64,
+    lr: f32,
+    batches: Box<dyn Fn(u64) -> Vec<usize> + Send>,
+    fail_at: Option<u64>,
+    test_rows: std::ops::Range<usize>,
+    snapshots: u64,
+}
+
+impl Lsq {
+    fn new(batches: impl Fn(u64) -> Vec<usize> + Send + 'static) -> Lsq {
+        Lsq {
+            w: (0..DIM).map(|j| j as f32 * 0.1).collect(),
+            g: vec![0.0; DIM],
+            iter: 0,
+            lr: 0.5,
+            batches: Box::new(batches),
+            fail_at: None,
+            test_rows: 0..ROWS,
+            snapshots: 0,
+        }
+    }
+
+    /// Rank `r` of `k`: batches of `b` rows cycling through its contiguous partition.
+    fn partitioned(r: usize, k: usize, b: usize) -> Lsq {
+        let part = ROWS / k;
+        let mut w =
+            Lsq::new(move |t| (0..b).map(|i| r * part + (t as usize * b + i) % part).collect());
+        w.test_rows = r * part..(r + 1) * part;
+        w
+    }
+}
+
+impl Worker for Lsq {
+    fn iter(&self) -> u64 {
+        self.iter
+    }
+    fn set_iter(&mut self, iter: u64) {
+        self.iter = iter;
+    }
+    fn params(&mut self) -> Result<&mut [f32]> {
+        Ok(&mut self.w)
+    }
+    fn params_changed(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn step(&mut self) -> Result<StepOutcome> {
+        let loss = self.compute_gradients()?;
+        let lr = self.apply_gradients()?;
+        Ok(StepOutcome { loss, lr })
+    }
+    fn compute_gradients(&mut self) -> Result<f32> {
+        if self.fail_at == Some(self.iter) {
+            return Err(Error::Config(format!("batch {} is corrupt", self.iter)));
+        }
+        let rows = (self.batches)(self.iter);
+        self.g.fill(0.0);
+        let mut loss = 0.0;
+        for &i in &rows {
+            let (x, y) = row(i);
+            let r = x.iter().zip(&self.w).map(|(a, b)| a * b).sum::<f32>() - y;
+            loss += 0.5 * r * r;
+            for (g, xv) in self.g.iter_mut().zip(x) {
+                *g += r * xv / rows.len() as f32;
+            }
+        }
+        Ok(loss / rows.len() as f32)
+    }
+    fn grads(&mut self) -> Result<&mut [f32]> {
+        Ok(&mut self.g)
+    }
+    fn apply_gradients(&mut self) -> Result<f32> {
+        for (w, g) in self.w.iter_mut().zip(&self.g) {
+            *w -= self.lr * g;
+        }
+        self.iter += 1;
+        Ok(self.lr)
+    }
+    fn data_wait(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn test(&mut self, comm: &dyn Collective) -> Result<TestScores> {
+        let mut sums = [0f64; 2];
+        for i in self.test_rows.clone() {
+            let (x, y) = row(i);
+            let r = x.iter().zip(&self.w).map(|(a, b)| a * b).sum::<f32>() - y;
+            sums[0] += f64::from(0.5 * r * r);
+            sums[1] += 1.0;
+        }
+        comm.all_reduce_sum_f64(&mut sums)?;
+        Ok(TestScores {
+            outputs: vec![("loss".into(), sums[0] / sums[1])],
+            records: sums[1] as u64,
+            seconds: 0.0,
+        })
+    }
+    fn snapshot(&mut self) -> Result<Vec<PathBuf>> {
+        self.snapshots += 1;
+        Ok(vec![PathBuf::from(format!("lsq_iter_{}.caffemodel", self.iter))])
+    }
+}
+
+fn config(tau: u64, max_iter: u64) -> LoopConfig {
+    LoopConfig { tau, max_iter, ..LoopConfig::default() }
+}
+
+#[test]
+fn one_worker_with_any_tau_equals_plain_steps_bit_for_bit() {
+    let mut plain = Lsq::partitioned(0, 1, 4);
+    for _ in 0..23 {
+        plain.step().unwrap();
+    }
+    for tau in [1, 3, 7, 50] {
+        let mut w = Lsq::partitioned(0, 1, 4);
+        let s = train(&LocalComm::single(), &mut w, &config(tau, 23), &mut |_| {}).unwrap();
+        assert_eq!(s.iter, 23);
+        assert_eq!(s.rounds, 23u64.div_ceil(tau));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&w.w), bits(&plain.w), "tau {tau}");
+    }
+}
+
+/// Two replicas stepped independently for tau steps, then the elementwise mean, by hand.
+#[test]
+fn averaging_rounds_equal_the_mean_of_independent_replicas() {
+    let (tau, iters) = (4u64, 10u64);
+    let mut reps = [Lsq::partitioned(0, 2, 3), Lsq::partitioned(1, 2, 3)];
+    let mut done = 0;
+    while done < iters {
+        let steps = tau.min(iters - done);
+        for r in &mut reps {
+            for _ in 0..steps {
+                r.step().unwrap();
+            }
+        }
+        let mean: Vec<f32> = reps[0].w.iter().zip(&reps[1].w).map(|(a, b)| (a + b) * 0.5).collect();
+        for r in &mut reps {
+            r.w.clone_from(&mean);
+        }
+        done += steps;
+    }
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 3);
+            let s = train(&comm, &mut w, &config(tau, iters), &mut |_| {}).unwrap();
+            (s, w.w)
+        })
+        .unwrap();
+    for (s, w) in out {
+        assert_eq!((s.iter, s.rounds), (10, 3));
+        assert_eq!(w, reps[0].w);
+    }
+}
+
+/// Rank 0's initial weights reach every replica before the first step.
+#[test]
+fn rank_zero_weights_and_iteration_are_broadcast() {
+    let out = LocalGroup::new(3)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 3, 2);
+            if comm.rank() == 0 {
+                w.w = vec![1.0; DIM];
+                w.iter = 5;
+            }
+            train(&comm, &mut w, &config(10, 5), &mut |_| {}).unwrap();
+            (w.iter, w.w)
+        })
+        .unwrap();
+    for (iter, w) in out {
+        assert_eq!((iter, w), (5, vec![1.0; DIM]));
+    }
+}
+
+/// `--sync gradients` with K = 2 ranks of batch 3 equals one worker whose batch is both ranks'
+/// rows, over 10 steps.
+#[test]
+fn gradient_sync_equals_one_worker_on_the_union_batch() {
+    let mut union = Lsq::new(|t| {
+        let mut rows = (Lsq::partitioned(0, 2, 3).batches)(t);
+        rows.extend((Lsq::partitioned(1, 2, 3).batches)(t));
+        rows
+    });
+    for _ in 0..10 {
+        union.step().unwrap();
+    }
+    let cfg = LoopConfig { sync: SyncMode::Gradients, ..config(1, 10) };
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 3);
+            train(&comm, &mut w, &cfg, &mut |_| {}).unwrap();
+            w.w
+        })
+        .unwrap();
+    for w in out {
+        for (a, b) in w.iter().zip(&union.w) {
+            assert!((a - b).abs() <= 1e-5, "{w:?} vs {:?}", union.w);
+        }
+    }
+}
+
+#[test]
+fn warmup_uses_gradient_sync_then_averages_every_tau() {
+    let cfg = LoopConfig { warmup: 4, ..config(3, 13) };
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 2);
+            let s = train(&comm, &mut w, &cfg, &mut |_| {}).unwrap();
+            (s.rounds, w.w)
+        })
+        .unwrap();
+    // 4 gradient-sync rounds of one step, then 9 iterations in rounds of 3.
+    assert_eq!(out[0].0, 4 + 3);
+    assert_eq!(out[0].1, out[1].1, "replicas identical after the last round");
+}
+
+#[test]
+fn events_come_at_display_and_test_points_with_timings() {
+    let delay = Duration::from_millis(2);
+    let cfg = LoopConfig {
+        display: 4,
+        test_interval: 8,
+        test_initialization: true,
+        snapshot: 8,
+        snapshot_after_train: true,
+        comm_delay: delay,
+        ..config(2, 12)
+    };
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 4);
+            let mut events = Vec::new();
+            let mut ticks = 0;
+            let s = train(&comm, &mut w, &cfg, &mut |e| {
+                if e.tick {
+                    ticks += 1;
+                } else {
+                    events.push(e.clone());
+                }
+            })
+            .unwrap();
+            assert_eq!(ticks, if comm.rank() == 0 { 3 } else { 0 }, "rounds ending at 2, 6, 10");
+            (s, events, w.snapshots)
+        })
+        .unwrap();
+    let (summary, events, snapshots) = &out[0];
+    assert!(out[1].1.is_empty(), "only rank 0 reports");
+    assert_eq!(out[1].2, 0, "only rank 0 snapshots");
+    let iters: Vec<u64> = events.iter().map(|e| e.iter).collect();
+    assert_eq!(iters, [0, 4, 8, 12, 12]);
+    assert!(events[0].test.is_some() && events[0].loss.is_none());
+    assert!(events[2].test.is_some() && events[1].test.is_none());
+    assert_eq!(events[2].snapshot, [PathBuf::from("lsq_iter_8.caffemodel")]);
+    assert_eq!(*snapshots, 2);
+    let first_loss = events[0].test.as_ref().unwrap().get("loss").unwrap();
+    let last = events.last().unwrap();
+    assert!(last.test.as_ref().unwrap().get("loss").unwrap() < first_loss * 0.8);
+    assert_eq!(last.test.as_ref().unwrap().records, ROWS as u64);
+    let e = events[1].to_json();
+    for key in ["round", "iter", "loss", "lr", "compute", "allreduce", "data_wait", "eval"] {
+        assert!(e.get(key).is_some(), "{key} missing in {e}");
+    }
+    assert_eq!(e["round"], 2);
+    assert!(events[1].allreduce >= 2.0 * delay.as_secs_f64(), "two delayed rounds");
+    assert!(summary.allreduce >= 6.0 * delay.as_secs_f64());
+}
+
+#[test]
+fn a_zero_time_budget_stops_after_the_first_round() {
+    let cfg = LoopConfig { time_budget: Some(Duration::ZERO), ..config(5, 100) };
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 2);
+            train(&comm, &mut w, &cfg, &mut |_| {}).unwrap()
+        })
+        .unwrap();
+    for s in out {
+        assert_eq!((s.iter, s.rounds, s.stopped_by_time), (5, 1, true));
+        assert!(s.test.is_some(), "the final test still runs");
+    }
+}
+
+#[test]
+fn a_failing_rank_stops_its_peers_with_its_message() {
+    let out = LocalGroup::new(3)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 3, 2);
+            if comm.rank() == 1 {
+                w.fail_at = Some(5);
+            }
+            train(&comm, &mut w, &config(2, 50), &mut |_| {})
+        })
+        .unwrap();
+    let err = out[1].as_ref().unwrap_err();
+    assert!(matches!(err, Error::Config(m) if m.contains("batch 5 is corrupt")), "{err}");
+    for r in [0, 2] {
+        let err = out[r].as_ref().unwrap_err();
+        assert!(
+            matches!(err, Error::Aborted { by: 1, reason, .. } if reason.contains("batch 5 is corrupt")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn tau_zero_and_unknown_sync_are_errors() {
+    let mut w = Lsq::partitioned(0, 1, 2);
+    let err = train(&LocalComm::single(), &mut w, &config(0, 5), &mut |_| {}).unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("tau")));
+    let err = "ring".parse::<SyncMode>().unwrap_err();
+    assert!(err.to_string().contains("'average' or 'gradients'"));
+}
+
+#[test]
+fn a_stop_request_ends_every_rank_after_the_round_with_a_snapshot() {
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let cfg = LoopConfig { stop: Some(&STOP), test_interval: 2, ..config(3, 100) };
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 2);
+            let mut reports = 0;
+            let s = train(&comm, &mut w, &cfg, &mut |e| reports += usize::from(!e.tick)).unwrap();
+            (s, w.snapshots, reports)
+        })
+        .unwrap();
+    for (rank, (s, snapshots, reports)) in out.into_iter().enumerate() {
+        assert!(s.interrupted && !s.stopped_by_time, "{s:?}");
+        assert_eq!((s.iter, s.rounds), (3, 1));
+        assert!(s.test.is_none(), "no final test after a stop request");
+        assert_eq!(snapshots, u64::from(rank == 0));
+        assert_eq!(reports, usize::from(rank == 0), "one report, with the snapshot");
+    }
+}

@@ -46,7 +46,7 @@ fn product(dims: &[usize]) -> Option<usize> {
 fn conv_out(input: usize, pad: usize, kernel: usize, dilation: usize, stride: usize) -> usize {
     let extent = dilation.saturating_mul(kernel.saturating_sub(1)).saturating_add(1);
     match (input.saturating_add(pad.saturating_mul(2))).checked_sub(extent) {
-        Some(room) if stride > 0 && kernel > 0 => room / stride + 1,
+        Some(room) if stride > 0 && kernel > 0 => (room / stride).saturating_add(1),
         _ => 0,
     }
 }

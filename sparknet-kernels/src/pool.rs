@@ -43,7 +43,7 @@ fn pool_out(input: usize, pad: usize, kernel: usize, stride: usize, clip: bool) 
     if stride == 0 {
         return 0;
     }
-    let mut out = room.div_ceil(stride) + 1;
+    let mut out = room.div_ceil(stride).saturating_add(1);
     if clip && (out - 1).saturating_mul(stride) >= input.saturating_add(pad) {
         out -= 1;
     }

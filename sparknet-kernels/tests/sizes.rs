@@ -100,3 +100,39 @@ proptest! {
         }
     }
 }
+
+/// Regression (found by `size_arithmetic_never_panics` in CI): a zero-sized pooling window on a
+/// `usize::MAX` axis left a room of `usize::MAX`, and the `+ 1` of the output size overflowed.
+#[test]
+fn output_size_of_a_huge_axis_saturates() {
+    let p = PoolGeometry {
+        channels: 1,
+        in_h: usize::MAX,
+        in_w: 1,
+        kernel_h: 0,
+        kernel_w: 1,
+        stride_h: 1,
+        stride_w: 1,
+        pad_h: 0,
+        pad_w: 0,
+    };
+    assert_eq!(p.out_h(), usize::MAX);
+    assert!(p.validate().is_err());
+    let g = ConvGeometry {
+        in_channels: 1,
+        in_h: usize::MAX,
+        in_w: 1,
+        out_channels: 1,
+        kernel_h: 1,
+        kernel_w: 1,
+        stride_h: 1,
+        stride_w: 1,
+        pad_h: 0,
+        pad_w: 0,
+        dilation_h: 1,
+        dilation_w: 1,
+        groups: 1,
+    };
+    assert_eq!(g.out_h(), usize::MAX);
+    assert!(g.validate().is_err());
+}

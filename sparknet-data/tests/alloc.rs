@@ -3,42 +3,17 @@
 //! A separate test binary, because it installs a counting global allocator and must not share
 //! the process with other tests allocating concurrently.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use sparknet_testkit::alloc::{CountingAllocator, total_allocations};
 
 use sparknet_data::{
     ChannelOrder, Dataset, DatasetConfig, DatasetWriter, Encoding, Loader, LoaderConfig, Mean,
     Phase, TransformParams,
 };
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged,
-// so `System`'s guarantees carry over; the counter is a side effect only.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded verbatim; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` via `alloc`/`realloc` above with this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded verbatim; `ptr` was allocated by `System` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[test]
 fn warm_loader_allocates_nothing_per_batch() {
@@ -79,12 +54,12 @@ fn warm_loader_allocates_nothing_per_batch() {
     for _ in 0..24 {
         checksum += loader.next_batch().unwrap().data()[0] as f64;
     }
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = total_allocations();
     let batches = 200;
     for _ in 0..batches {
         checksum += loader.next_batch().unwrap().data()[0] as f64;
     }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    let after = total_allocations();
     let per_batch = (after - before) as f64 / batches as f64;
     eprintln!("{} allocations in {batches} warm batches (checksum {checksum})", after - before);
     assert!(per_batch < 0.05, "{per_batch} allocations per warm batch");

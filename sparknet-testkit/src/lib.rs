@@ -17,6 +17,8 @@
 //!   failure.
 //! - `SPARKNET_REFERENCE` likewise names the reference outputs (default `../shared/reference`).
 
+pub mod alloc;
+
 use std::path::{Path, PathBuf};
 
 /// The workspace root (the directory holding the virtual manifest).

@@ -3,6 +3,7 @@
 
 use crate::error::{Result, check_len, geometry};
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// A read-only strided matrix view: element `(i, j)` lives at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -131,5 +132,44 @@ pub fn sgemm(
         return Ok(());
     }
     gemm_into(c, lhs, rhs, alpha, accumulate, parallelism(rayon::current_num_threads()));
+    Ok(())
+}
+
+/// Side of the square tiles [`transpose`] copies (a tile of each matrix stays in L1).
+const TILE: usize = 16;
+
+/// Row-major transpose: `dst` (`cols x rows`) = `src` (`rows x cols`)^T, tiled for the caches and
+/// parallel over row bands with `rayon::current_num_threads()` threads.
+///
+/// InnerProduct keeps a transposed copy of a large weight matrix with it, because GEMM reads
+/// `W^T` from a `N x K` row-major `W` through strided packing, which for AlexNet's fc6 costs
+/// about three times the product itself (`sparknet-kernels/BENCH.md`).
+///
+/// # Errors
+/// [`KernelError::Length`](crate::KernelError::Length) when a slice is not `rows * cols` long.
+pub fn transpose(rows: usize, cols: usize, src: &[f32], dst: &mut [f32]) -> Result<()> {
+    const K: &str = "transpose";
+    let len = rows
+        .checked_mul(cols)
+        .ok_or_else(|| geometry(K, format!("size {rows} x {cols} overflows")))?;
+    check_len(K, "src", len, src.len())?;
+    check_len(K, "dst", len, dst.len())?;
+    if len == 0 {
+        return Ok(());
+    }
+    // Each task owns a band of TILE destination rows (= TILE source columns).
+    dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, out)| {
+        let c0 = band * TILE;
+        let width = out.len() / rows;
+        for r0 in (0..rows).step_by(TILE) {
+            let height = TILE.min(rows - r0);
+            for dc in 0..width {
+                let row = &mut out[dc * rows + r0..dc * rows + r0 + height];
+                for (dr, v) in row.iter_mut().enumerate() {
+                    *v = src[(r0 + dr) * cols + c0 + dc];
+                }
+            }
+        }
+    });
     Ok(())
 }

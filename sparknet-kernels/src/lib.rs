@@ -80,7 +80,7 @@ mod im2col;
 mod lrn;
 mod pool;
 
-pub use blas::sgemm;
+pub use blas::{sgemm, transpose};
 pub use conv::{
     ConvGeometry, Workspace, conv2d_backward_data, conv2d_backward_params, conv2d_forward,
 };

@@ -120,6 +120,26 @@ fn forward_matches_direct_pooling() {
     }
 }
 
+/// Many equal values (as after a ReLU: whole windows of zeros): the argmax must be Caffe's, the
+/// first maximum in the window's row-by-row scan, or gradients go to other inputs than Caffe's.
+#[test]
+fn max_ties_pick_caffes_first_maximum() {
+    use rand::Rng;
+    let mut r = rng(7);
+    for (ci, (g, batch)) in cases().into_iter().enumerate() {
+        for trial in 0..4 {
+            let x: Vec<f32> =
+                (0..batch * g.input_len()).map(|_| r.random_range(0..3u8) as f32).collect();
+            let n_out = batch * g.output_len();
+            let (mut y, mut arg) = (vec![f32::NAN; n_out], vec![u32::MAX; n_out]);
+            pool2d_forward(&g, batch, PoolMethod::Max, &x, &mut y, Some(&mut arg)).unwrap();
+            let (y_ref, arg_ref) = pool_ref(&g, batch, PoolMethod::Max, &x);
+            assert_close(&format!("case {ci} trial {trial} max"), &y, &y_ref, 0.0);
+            assert_eq!(arg, arg_ref, "case {ci} trial {trial} argmax");
+        }
+    }
+}
+
 #[test]
 fn ave_divides_by_the_padded_window() {
     // 2x2 ones, kernel 2 stride 1 pad 1: 3x3 windows, each holding 1, 2 or 4 ones; the divisor

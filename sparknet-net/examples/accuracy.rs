@@ -44,6 +44,7 @@ fn dataset(assets: &Path, case: &str) -> Res<(Vec<f32>, Vec<u8>, [usize; 3])> {
 }
 
 fn main() -> Res<()> {
+    sparknet_net::malloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let limit = args
         .iter()

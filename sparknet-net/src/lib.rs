@@ -69,6 +69,7 @@ pub mod fillers;
 pub mod graph;
 pub mod layers;
 pub mod load;
+pub mod malloc;
 pub mod net;
 pub mod params;
 pub mod preprocess;

@@ -9,6 +9,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    sparknet_net::malloc::keep_freed_memory();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

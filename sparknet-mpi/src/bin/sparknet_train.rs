@@ -244,6 +244,7 @@ fn train_cmd(args: &Args) -> Result<bool> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    sparknet_net::malloc::keep_freed_memory();
     let result = if args.eval { eval(&args).map(|()| false) } else { train_cmd(&args) };
     match result {
         // Stopped by SIGINT/SIGTERM after its snapshot: the shell's code for an interrupt.

@@ -1,7 +1,13 @@
 //! `InnerProduct`: `y = x W^T + b` over the axes from `axis` on (`transpose: true` stores W as
 //! `K x N`). CPU: `sparknet_kernels::sgemm`; other devices: candle's `matmul`.
+//!
+//! On the CPU, GEMM reads `W^T` from Caffe's `N x K` weights through strided packing, which for
+//! a large matrix costs more than the product itself (AlexNet's fc6 at batch 16: about 4x; see
+//! `sparknet-kernels/BENCH.md`). So when the same weight tensor comes back for a second forward
+//! pass (inference, or testing between solver steps) the layer keeps a `K x N` copy and
+//! multiplies by that; weights that change every pass (training) are never copied.
 
-use candle::Tensor;
+use candle::{Tensor, TensorId};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, count};
 use crate::cpu::{from_host, kernel_err, with_host};
@@ -16,6 +22,10 @@ pub struct InnerProduct {
     transpose: bool,
     axis: i32,
     k: usize,
+    /// The weight tensor of the previous forward pass (CPU, `transpose: false`).
+    last_weight: Option<TensorId>,
+    /// `K x N` copy of the weights with this id.
+    transposed: Option<(TensorId, Vec<f32>)>,
 }
 
 /// Builds an InnerProduct layer.
@@ -34,6 +44,8 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         transpose: q.transpose(),
         axis: q.axis(),
         k: 0,
+        last_weight: None,
+        transposed: None,
     }))
 }
 
@@ -107,12 +119,31 @@ impl Layer for InnerProduct {
             })?;
         }
         let beta = if self.bias_term { 1.0 } else { 0.0 };
-        let (name, transpose) = (&self.name, self.transpose);
-        with_host(x, |xs| {
-            with_host(&params[0], |w| {
-                sparknet_kernels::sgemm(false, !transpose, m, n, k, 1.0, xs, w, beta, &mut y)
+        let name = &self.name;
+        let id = params[0].id();
+        if !self.transpose && self.transposed.as_ref().is_none_or(|(t, _)| *t != id) {
+            if self.last_weight == Some(id) {
+                // Second pass with the same weights: keep a K x N copy from now on.
+                let mut wt = self.transposed.take().map(|(_, v)| v).unwrap_or_default();
+                wt.resize(n * k, 0.0);
+                with_host(&params[0], |w| {
+                    sparknet_kernels::transpose(n, k, w, &mut wt).map_err(|e| kernel_err(name, e))
+                })?;
+                self.transposed = Some((id, wt));
+            } else {
+                self.transposed = None;
+            }
+            self.last_weight = Some(id);
+        }
+        with_host(x, |xs| match &self.transposed {
+            Some((_, wt)) => {
+                sparknet_kernels::sgemm(false, false, m, n, k, 1.0, xs, wt, beta, &mut y)
                     .map_err(|e| kernel_err(name, e))
-            })
+            }
+            None => with_host(&params[0], |w| {
+                sparknet_kernels::sgemm(false, !self.transpose, m, n, k, 1.0, xs, w, beta, &mut y)
+                    .map_err(|e| kernel_err(name, e))
+            }),
         })?;
         Ok(vec![from_host(y, &top, &ctx.device)?])
     }

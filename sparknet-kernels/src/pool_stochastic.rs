@@ -198,8 +198,11 @@ pub fn stochastic_pool_backward_test(
     check(K, g, batch, io)?;
     check_len(K, "input", grad_input.len(), input.len())?;
     let (ip, op, w) = (g.in_h * g.in_w, g.out_h() * g.out_w(), g.in_w);
-    grad_input.par_chunks_mut(ip).zip(input.par_chunks(ip)).zip(grad_output.par_chunks(op.max(1))).for_each(
-        |((gx, x), gy)| {
+    grad_input
+        .par_chunks_mut(ip)
+        .zip(input.par_chunks(ip))
+        .zip(grad_output.par_chunks(op.max(1)))
+        .for_each(|((gx, x), gy)| {
             gx.fill(0.0);
             for (o, &dy) in gy.iter().enumerate().take(op) {
                 let b @ (hs, he, ws, we) = bounds(g, o);
@@ -212,7 +215,6 @@ pub fn stochastic_pool_backward_test(
                     }
                 }
             }
-        },
-    );
+        });
     Ok(())
 }

@@ -119,11 +119,9 @@ fn train_picks_by_the_cumulative_rule() {
     // Outside Caffe's domain the same rule applies (all negative: threshold -5, the first
     // running sum -1 reaches it); when no running sum reaches the threshold (here -1.25, or a
     // NaN), the window's last element; never a panic.
-    for (x, want) in [
-        ([-1.0, -2.0, -3.0, -4.0], 0),
-        ([-3.0, 1.0, -1.0, 0.5], 3),
-        ([1.0, f32::NAN, 1.0, 1.0], 3),
-    ] {
+    for (x, want) in
+        [([-1.0, -2.0, -3.0, -4.0], 0), ([-3.0, 1.0, -1.0, 0.5], 3), ([1.0, f32::NAN, 1.0, 1.0], 3)]
+    {
         stochastic_pool_forward_train(&g, 1, &x, &[0.5], &mut y, &mut idx).unwrap();
         assert_eq!(idx[0], want, "{x:?}");
     }
@@ -234,8 +232,8 @@ fn bad_input_is_an_error() {
     assert!(err.to_string().contains("no padding"), "{err}");
     let err = stochastic_pool_forward_train(&g, 1, &x, &[0.5; 3], &mut y, &mut idx).unwrap_err();
     assert!(matches!(err, KernelError::Length { what: "uniforms", .. }), "{err}");
-    let err = stochastic_pool_forward_train(&g, 1, &x, &[0.5; 4], &mut y, &mut idx[..2])
-        .unwrap_err();
+    let err =
+        stochastic_pool_forward_train(&g, 1, &x, &[0.5; 4], &mut y, &mut idx[..2]).unwrap_err();
     assert!(matches!(err, KernelError::Length { what: "index", .. }), "{err}");
     let mut gx = vec![0.0; 16];
     let err = stochastic_pool_backward_train(&g, 1, &y, &[0, 1, 2, 99], &mut gx).unwrap_err();

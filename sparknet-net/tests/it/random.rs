@@ -116,3 +116,46 @@ fn dropout_keep_fraction() {
     test.forward(&x).unwrap();
     assert!(vals(test.blob("y").unwrap()).iter().all(|&v| v == 1.0));
 }
+
+/// Two solvers from one solver prototxt (`random_seed: 7`) train a net with Dropout to the same
+/// weights, bit for bit (Caffe's reproducibility from `random_seed`, which the data-parallel
+/// trainer's "K = 1 equals the plain solver" relies on for such nets).
+#[test]
+fn solvers_with_one_random_seed_train_alike() {
+    use sparknet_net::load::parse_text;
+    use sparknet_net::proto::SolverParameter;
+    use sparknet_net::solver::Solver;
+    let net = "
+        layer { name: 'in' type: 'Input' top: 'x' top: 'y'
+                input_param { shape { dim: 8 dim: 6 } shape { dim: 8 dim: 2 } } }
+        layer { name: 'h' type: 'InnerProduct' bottom: 'x' top: 'h'
+                inner_product_param { num_output: 16 weight_filler { type: 'xavier' } } }
+        layer { name: 'drop' type: 'Dropout' bottom: 'h' top: 'h' }
+        layer { name: 'o' type: 'InnerProduct' bottom: 'h' top: 'o'
+                inner_product_param { num_output: 2 weight_filler { type: 'xavier' } } }
+        layer { name: 'loss' type: 'EuclideanLoss' bottom: 'o' bottom: 'y' top: 'loss' }";
+    let train = |seed: u64| {
+        let text = format!(
+            "type: 'SGD' base_lr: 0.1 momentum: 0.9 lr_policy: 'fixed' random_seed: {seed}"
+        );
+        let mut p: SolverParameter =
+            parse_text("caffe.SolverParameter", &text, "s.prototxt".as_ref()).unwrap();
+        p.net_param = Some(parse_net_text(net, Path::new("drop.prototxt")).unwrap());
+        let mut s = Solver::from_param(&p, NetConfig::default()).unwrap();
+        let x: Vec<f32> = (0..48).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+        let y: Vec<f32> = (0..16).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
+        for _ in 0..5 {
+            s.step_once(&mut |_: &Net| {
+                Ok(HashMap::from([
+                    ("x".to_string(), Tensor::from_vec(x.clone(), (8, 6), &Device::Cpu)?),
+                    ("y".to_string(), Tensor::from_vec(y.clone(), (8, 2), &Device::Cpu)?),
+                ]))
+            })
+            .unwrap();
+        }
+        s.net_mut().param_data().unwrap().to_vec()
+    };
+    let a = train(7);
+    assert!(a == train(7), "same random_seed, same weights bit for bit");
+    assert!(a != train(8), "another random_seed, other weights");
+}

@@ -1,7 +1,7 @@
 //! Caffe's hot CPU kernels on plain `f32` slices: im2col + GEMM convolution (forward, backward
 //! data, backward parameters; groups, dilation, per-axis pad/stride), Caffe pooling (MAX/AVE,
-//! global, ceil-mode output with Caffe's clip rule), LRN (ACROSS_CHANNELS, WITHIN_CHANNEL) and a
-//! row-major [`sgemm`] for InnerProduct.
+//! global, ceil-mode output with Caffe's clip rule; STOCHASTIC from caller-drawn uniforms), LRN
+//! (ACROSS_CHANNELS, WITHIN_CHANNEL) and a row-major [`sgemm`] for InnerProduct.
 //!
 //! ```
 //! use sparknet_kernels::{ConvGeometry, Workspace, conv2d_forward};
@@ -43,6 +43,8 @@
 //! | [`conv2d_backward_params`] | **accumulates** (`+=`) into `grad_weight` and `grad_bias` (Caffe accumulates parameter diffs; zero them once per iteration) |
 //! | [`sgemm`] | `C = alpha * op(A) * op(B) + beta * C` (`beta = 0` overwrites, ignoring old `C`) |
 //! | [`pool2d_forward`] / [`pool2d_backward`] | overwrite `output` + `argmax` / `grad_input` |
+//! | [`stochastic_pool_forward_train`] / [`stochastic_pool_forward_test`] | overwrite `output` (+ `index`) |
+//! | [`stochastic_pool_backward_train`] / [`stochastic_pool_backward_test`] | overwrite `grad_input` |
 //! | [`lrn_across_forward`] / [`lrn_across_backward`] | overwrite `output` + `scale` / `grad_input` |
 //! | [`lrn_within_forward`] / [`lrn_within_backward`] | overwrite `output` / `grad_input` |
 //!
@@ -79,6 +81,7 @@ mod error;
 mod im2col;
 mod lrn;
 mod pool;
+mod pool_stochastic;
 
 pub use blas::{sgemm, transpose};
 pub use conv::{
@@ -89,3 +92,7 @@ pub use lrn::{
     LrnParams, lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward,
 };
 pub use pool::{PoolGeometry, PoolMethod, pool2d_backward, pool2d_forward};
+pub use pool_stochastic::{
+    stochastic_pool_backward_test, stochastic_pool_backward_train, stochastic_pool_forward_test,
+    stochastic_pool_forward_train,
+};

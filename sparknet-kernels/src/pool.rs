@@ -53,7 +53,7 @@ fn pool_out(input: usize, pad: usize, kernel: usize, stride: usize, clip: bool) 
 /// A window along one axis: `(start, end, divisor_extent)` where `[start, end)` is the window
 /// clipped to the real input and `divisor_extent` is its extent clipped to the padded input.
 #[inline]
-fn window(
+pub(crate) fn window(
     o: usize,
     stride: usize,
     pad: usize,
@@ -173,7 +173,7 @@ impl PoolGeometry {
         Ok(())
     }
 
-    fn check(
+    pub(crate) fn check(
         &self,
         kernel: &'static str,
         batch: usize,

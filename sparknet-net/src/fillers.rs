@@ -36,6 +36,38 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Uniform in `[0, 1)` on `f32`'s 24-bit grid (never rounds up to 1, unlike `unit() as f32`).
+    pub fn unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
+    }
+
+    /// Fills `out` with independent Bernoulli draws: `value` with probability `p` (clamped to
+    /// `[0, 1]`), else 0. Each `u64` gives two draws compared on 32 bits, so `p` has a
+    /// resolution of `2^-32`.
+    pub fn bernoulli(&mut self, p: f64, value: f32, out: &mut [f32]) {
+        let thr = (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64;
+        let pick = |bits: u64| if bits < thr { value } else { 0.0 };
+        let mut pairs = out.chunks_exact_mut(2);
+        for pair in &mut pairs {
+            let r = self.next_u64();
+            pair[0] = pick(r & 0xFFFF_FFFF);
+            pair[1] = pick(r >> 32);
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = pick(self.next_u64() >> 32);
+        }
+    }
+
+    /// Generator number `index` of the family `seed` (one per layer of a net): `seed` and
+    /// `index` go through SplitMix64's mixer, so neighbouring seeds and indices give unrelated
+    /// sequences, and none coincides with a nearby plain [`Rng::new`] stream.
+    pub fn stream(seed: u64, index: u64) -> Self {
+        let mut m = Rng::new(seed ^ 0x5DEE_CE66_D1CE_4E5B);
+        let base = m.next_u64();
+        let mut m = Rng::new(base ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        Rng::new(m.next_u64())
+    }
+
     /// Uniform in `[lo, hi)`.
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         lo + (hi - lo) * self.unit() as f32
@@ -224,5 +256,30 @@ mod tests {
         let g = fill("l", &f("type: 'gaussian' sparse: 5"), &[50, 200], &mut Rng::new(3)).unwrap();
         let nonzero = g.iter().filter(|&&v| v != 0.0).count() as f32 / g.len() as f32;
         assert!((nonzero - 0.1).abs() < 0.02, "{nonzero}");
+    }
+
+    #[test]
+    fn bernoulli_unit_f32_and_streams() {
+        // 100,001 draws (odd: the remainder path) at p = 0.3: the kept fraction is within 5
+        // standard deviations (sqrt(0.21 / n) = 0.00145) of p.
+        let mut out = vec![f32::NAN; 100_001];
+        Rng::new(11).bernoulli(0.3, 2.5, &mut out);
+        assert!(out.iter().all(|&v| v == 0.0 || v == 2.5));
+        let kept = out.iter().filter(|&&v| v == 2.5).count() as f64 / out.len() as f64;
+        assert!((kept - 0.3).abs() < 5.0 * 0.00145, "{kept}");
+        let mut all = vec![0.0; 9];
+        Rng::new(1).bernoulli(1.0, 1.0, &mut all);
+        assert_eq!(all, [1.0; 9]);
+        Rng::new(1).bernoulli(0.0, 1.0, &mut all);
+        assert_eq!(all, [0.0; 9]);
+        let mut r = Rng::new(5);
+        assert!((0..10_000).map(|_| r.unit_f32()).all(|u| (0.0..1.0).contains(&u)));
+        // Streams: reproducible, distinct per seed and per index.
+        let first = |seed, i| Rng::stream(seed, i).next_u64();
+        assert_eq!(first(3, 4), first(3, 4));
+        let heads = [first(3, 4), first(3, 5), first(4, 4), first(0, 0), Rng::new(3).next_u64()];
+        for (i, a) in heads.iter().enumerate() {
+            assert!(heads[i + 1..].iter().all(|b| b != a), "{heads:?}");
+        }
     }
 }

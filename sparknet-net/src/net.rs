@@ -33,6 +33,9 @@ pub struct NetConfig {
     /// Seed of the fillers that initialise learnable blobs (layer `i` draws from its own
     /// stream, so the values do not depend on when the layer is set up); `None` leaves them
     /// zero, which is faster when only shapes matter (`inspect`) or weights are loaded anyway.
+    /// It also seeds each layer's generator for the draws made while running (Dropout masks,
+    /// STOCHASTIC pooling, DummyData's random fillers; see [`Layer::set_rng`]), so two nets
+    /// built with the same seed draw the same masks step after step; `None` seeds those with 0.
     pub seed: Option<u64>,
     /// Weight and bias fillers for Convolution/Deconvolution/InnerProduct layers that name none
     /// (`None`: Caffe's constant 0).
@@ -121,8 +124,10 @@ impl Net {
         let (mut bottom_slots, mut top_slots) = (Vec::new(), Vec::new());
         let (mut slot_names, mut name_to_slot) = (Vec::new(), HashMap::new());
         let mut loss_weights = Vec::new();
-        for node in &graph.layers {
-            let layer = registry.create(&node.param)?;
+        let layer_seed = config.seed.unwrap_or(0);
+        for (i, node) in graph.layers.iter().enumerate() {
+            let mut layer = registry.create(&node.param)?;
+            layer.set_rng(Rng::stream(layer_seed, i as u64));
             let bs = node
                 .bottoms
                 .iter()

@@ -1,17 +1,22 @@
 //! `Dropout`: identity in TEST (Caffe scales at train time); in TRAIN each unit is kept with
-//! probability `1 - dropout_ratio` and scaled by `1 / (1 - dropout_ratio)` (the mask is kept for
-//! the backward pass).
+//! probability `1 - dropout_ratio` and scaled by `1 / (1 - dropout_ratio)` (BVLC Caffe's
+//! `DropoutLayer`; its `DropoutParameter` has no `scale_train`). The mask is drawn on the host
+//! from the layer's seeded generator ([`Layer::set_rng`]) and kept for the backward pass.
 
 use candle::Tensor;
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
+use crate::cpu::from_host;
+use crate::fillers::Rng;
 use crate::proto::{LayerParameter, Phase};
 use crate::{Error, Result};
 
 /// The Dropout layer.
 pub struct Dropout {
     ratio: f32,
-    /// The last TRAIN mask (already scaled), for the backward pass.
+    /// The layer's generator (seeded by the net; seed 0 when built alone).
+    rng: Rng,
+    /// The last TRAIN mask (0 or `1 / (1 - ratio)` per unit), for the backward pass.
     mask: Option<Tensor>,
 }
 
@@ -28,7 +33,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
             format!("{ratio}: must be in [0, 1)"),
         ));
     }
-    Ok(Box::new(Dropout { ratio, mask: None }))
+    Ok(Box::new(Dropout { ratio, rng: Rng::new(0), mask: None }))
 }
 
 impl Layer for Dropout {
@@ -44,6 +49,9 @@ impl Layer for Dropout {
     fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
         Ok(vec![bottoms[0].clone()])
     }
+    fn set_rng(&mut self, rng: Rng) {
+        self.rng = rng;
+    }
     fn forward(
         &mut self,
         ctx: &ForwardCtx,
@@ -54,8 +62,11 @@ impl Layer for Dropout {
         if ctx.phase == Phase::Test || self.ratio == 0.0 {
             return Ok(vec![x.clone()]);
         }
-        let keep = x.rand_like(0.0, 1.0)?.ge(f64::from(self.ratio))?.to_dtype(x.dtype())?;
-        let mask = keep.affine(1.0 / (1.0 - f64::from(self.ratio)), 0.0)?;
+        // The buffer becomes the mask tensor's storage (moved, not copied, on the CPU).
+        let mut mask = vec![0f32; x.elem_count()];
+        let keep = 1.0 - f64::from(self.ratio);
+        self.rng.bernoulli(keep, (1.0 / keep) as f32, &mut mask);
+        let mask = from_host(mask, x.dims(), &ctx.device)?.to_dtype(x.dtype())?;
         let y = (x * &mask)?;
         self.mask = Some(mask);
         Ok(vec![y])
@@ -75,6 +86,7 @@ impl Layer for Dropout {
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{layer, run, run_phase, t, v};
+    use crate::fillers::Rng;
     use crate::proto::Phase;
 
     #[test]
@@ -86,5 +98,26 @@ mod tests {
         assert!(y.iter().all(|&e| e == 0.0 || e == 4.0));
         let kept = y.iter().filter(|&&e| e == 4.0).count();
         assert!((150..350).contains(&kept), "about a quarter kept: {kept}");
+    }
+
+    #[test]
+    fn masks_follow_the_seed() {
+        let def = "layer { name: 'd' type: 'Dropout' bottom: 'x' top: 'y' }";
+        let x = t(&[1.0; 256], &[256]);
+        let masks = |seed: u64| {
+            let mut l = layer(def).unwrap();
+            l.set_rng(Rng::stream(seed, 3));
+            (0..3)
+                .map(|_| {
+                    v(&run_phase(l.as_mut(), std::slice::from_ref(&x), &[], Phase::Train).unwrap()
+                        [0])
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = masks(7);
+        assert_eq!(a, masks(7), "same seed, same masks pass after pass");
+        assert_ne!(a, masks(8), "another seed, other masks");
+        assert_ne!(a[0], a[1], "a fresh mask every pass");
+        assert!(a.iter().flatten().all(|&e| e == 0.0 || e == 2.0));
     }
 }

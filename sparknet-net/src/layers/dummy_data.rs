@@ -1,9 +1,12 @@
 //! `DummyData`: tops of declared shapes filled by `data_filler` (constant by default; uniform
-//! and gaussian draw from candle's generator).
+//! and gaussian draw afresh every pass from the layer's seeded generator, see
+//! [`Layer::set_rng`], as Caffe refills non-constant tops on every forward).
 
 use candle::Tensor;
 
 use super::{Count, ForwardCtx, Layer, Shape};
+use crate::cpu::from_host;
+use crate::fillers::{Rng, fill};
 use crate::proto::{FillerParameter, LayerParameter};
 use crate::{Error, Result};
 
@@ -12,6 +15,8 @@ pub struct DummyData {
     name: String,
     shapes: Vec<Shape>,
     fillers: Vec<FillerParameter>,
+    /// The generator of the uniform and gaussian fillers (seeded by the net; 0 when alone).
+    rng: Rng,
 }
 
 /// Builds a DummyData layer.
@@ -62,7 +67,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
             ));
         }
     }
-    Ok(Box::new(DummyData { name, shapes, fillers }))
+    Ok(Box::new(DummyData { name, shapes, fillers, rng: Rng::new(0) }))
 }
 
 impl Layer for DummyData {
@@ -78,6 +83,9 @@ impl Layer for DummyData {
     fn reshape(&mut self, _bottoms: &[Shape]) -> Result<Vec<Shape>> {
         Ok(self.shapes.clone())
     }
+    fn set_rng(&mut self, rng: Rng) {
+        self.rng = rng;
+    }
     fn forward(
         &mut self,
         ctx: &ForwardCtx,
@@ -85,31 +93,23 @@ impl Layer for DummyData {
         _params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
         let dev = &ctx.device;
-        self.shapes
-            .iter()
-            .zip(&self.fillers)
-            .map(|(s, f)| {
-                let t = match f.r#type() {
-                    "uniform" => Tensor::rand(f.min(), f.max(), s.as_slice(), dev)?,
-                    "gaussian" => Tensor::randn(f.mean(), f.std(), s.as_slice(), dev)?,
-                    _ => {
-                        (Tensor::zeros(s.as_slice(), candle::DType::F32, dev)?
-                            + f64::from(f.value()))?
-                    }
-                };
-                Ok(t)
-            })
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| match e {
-                Error::Candle(c) => Error::invalid(&self.name, "data_filler", c.to_string()),
-                e => e,
-            })
+        let mut tops = Vec::with_capacity(self.shapes.len());
+        for (s, f) in self.shapes.iter().zip(&self.fillers) {
+            let t = if f.r#type() == "constant" {
+                (Tensor::zeros(s.as_slice(), candle::DType::F32, dev)? + f64::from(f.value()))?
+            } else {
+                from_host(fill(&self.name, f, s, &mut self.rng)?, s, dev)?
+            };
+            tops.push(t);
+        }
+        Ok(tops)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{layer, run, v};
+    use crate::fillers::Rng;
 
     #[test]
     fn constant_and_legacy_shapes() {
@@ -117,5 +117,23 @@ mod tests {
         let y = run(l.as_mut(), &[], &[]).unwrap();
         assert_eq!(y[1].dims(), &[2, 1, 1, 3]);
         assert_eq!(v(&y[0]), vec![7.0; 6]);
+    }
+
+    #[test]
+    fn random_fillers_follow_the_seed() {
+        let def = "layer { name: 'd' type: 'DummyData' top: 'a' top: 'b' dummy_data_param { shape { dim: 2 dim: 50 } data_filler { type: 'uniform' min: -1 max: 3 } data_filler { type: 'gaussian' std: 2 } } }";
+        let draws = |seed: u64| {
+            let mut l = layer(def).unwrap();
+            l.set_rng(Rng::stream(seed, 0));
+            (0..2)
+                .map(|_| run(l.as_mut(), &[], &[]).unwrap().iter().map(v).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        let a = draws(1);
+        assert_eq!(a, draws(1), "same seed, same values pass after pass");
+        assert_ne!(a, draws(2), "another seed, other values");
+        assert_ne!(a[0], a[1], "refilled every pass");
+        assert!(a[0][0].iter().all(|u| (-1.0..3.0).contains(u)));
+        assert_eq!(a[0][1].len(), 100);
     }
 }

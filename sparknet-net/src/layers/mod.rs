@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use candle::{Device, Tensor};
 
+use crate::fillers::Rng;
 use crate::proto::{LayerParameter, Phase};
 use crate::{Error, Result};
 
@@ -181,6 +182,16 @@ pub trait Layer: Send {
                       below it or give its tops loss_weight 0)"
                 .to_string(),
         })
+    }
+    /// Gives the layer its own seeded generator for its random draws (Dropout's masks,
+    /// STOCHASTIC pooling's samples, DummyData's random fillers). [`crate::Net`] calls it once
+    /// when it builds the layer, with [`Rng::stream`] of `NetConfig::seed` and the layer's
+    /// index, so nets built alike draw alike, pass after pass, whatever the other layers draw
+    /// (Caffe seeds all draws from the solver's `random_seed`). Layers without randomness keep
+    /// this default, which drops it; a layer built outside a net keeps the generator its
+    /// constructor seeded.
+    fn set_rng(&mut self, rng: Rng) {
+        let _ = rng;
     }
     /// Learnable blobs the last forward replaced (BatchNorm's running statistics in TRAIN); the
     /// net stores them in place of the old ones.

@@ -1,50 +1,73 @@
-//! `Pooling`: MAX and AVE with Caffe's semantics (ceil-mode output size and its clip rule, pad,
-//! global pooling, FLOOR round mode). AVE divides by the window clipped to the padded input.
+//! `Pooling`: MAX, AVE and STOCHASTIC with Caffe's semantics (ceil-mode output size and its
+//! clip rule, pad, global pooling, FLOOR round mode). AVE divides by the window clipped to the
+//! padded input.
 //!
-//! Runs `sparknet_kernels::pool2d_forward` (on the host for non-CPU devices: candle's pooling has
-//! neither padding nor ceil mode). MAX keeps its argmax for the backward pass to come.
+//! STOCHASTIC (Caffe's GPU-only method, no padding) samples in TRAIN one element per window with
+//! probability proportional to its value, from the layer's seeded generator
+//! ([`Layer::set_rng`]: one uniform per output, as Caffe's `rand_idx_`), and routes the gradient
+//! to it; in TEST it outputs `sum(x^2) / sum(x)` per window, whose exact derivative is its
+//! backward (Caffe has none in TEST).
+//!
+//! Runs the `sparknet_kernels` pooling kernels (on the host for non-CPU devices: candle's pooling
+//! has neither padding nor ceil mode). MAX and STOCHASTIC (TRAIN) keep their chosen indices for
+//! the backward pass.
 
 use candle::Tensor;
-use sparknet_kernels::{PoolGeometry, PoolMethod};
+use sparknet_kernels::{
+    PoolGeometry, PoolMethod, stochastic_pool_backward_test, stochastic_pool_backward_train,
+    stochastic_pool_forward_test, stochastic_pool_forward_train,
+};
 
 use super::convolution::nchw;
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::{from_host, kernel_err, with_host};
+use crate::fillers::Rng;
 use crate::proto::pooling_parameter::{PoolMethod as ProtoPool, RoundMode};
-use crate::proto::{LayerParameter, PoolingParameter};
+use crate::proto::{LayerParameter, Phase, PoolingParameter};
 use crate::{Error, Result};
+
+/// Caffe's pooling methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// MAX or AVE, both in `pool2d_forward`.
+    Kernel(PoolMethod),
+    /// STOCHASTIC.
+    Stochastic,
+}
 
 /// The Pooling layer.
 pub struct Pooling {
     name: String,
-    method: PoolMethod,
+    method: Method,
     global: bool,
     floor: bool,
     kernel: [usize; 2],
     stride: [usize; 2],
     pad: [usize; 2],
-    /// MAX's argmax from the last forward (for the backward pass, and the optional mask top).
+    /// MAX's argmax, or STOCHASTIC's sampled index in TRAIN, from the last forward (for the
+    /// backward pass, and MAX's optional mask top).
     argmax: Vec<u32>,
     n_tops: usize,
+    /// STOCHASTIC's generator (seeded by the net; seed 0 when built alone).
+    rng: Rng,
+    /// STOCHASTIC's uniforms of the last TRAIN forward (a buffer reused pass after pass).
+    uniforms: Vec<f32>,
+    /// Whether the last forward sampled (STOCHASTIC in TRAIN), which selects the backward.
+    sampled: bool,
 }
 
 /// Builds a Pooling layer.
 ///
 /// # Errors
-/// Invalid or contradictory `pooling_param` (Caffe's checks), STOCHASTIC pooling.
+/// Invalid or contradictory `pooling_param` (Caffe's checks, including no padding for
+/// STOCHASTIC).
 pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
     let name = p.name().to_string();
     let pp: PoolingParameter = p.pooling_param.unwrap_or_default();
     let method = match pp.pool() {
-        ProtoPool::Max => PoolMethod::Max,
-        ProtoPool::Ave => PoolMethod::Ave,
-        ProtoPool::Stochastic => {
-            return Err(Error::Unsupported {
-                layer: name,
-                kind: "Pooling".into(),
-                context: " (STOCHASTIC pooling)".into(),
-            });
-        }
+        ProtoPool::Max => Method::Kernel(PoolMethod::Max),
+        ProtoPool::Ave => Method::Kernel(PoolMethod::Ave),
+        ProtoPool::Stochastic => Method::Stochastic,
     };
     let global = pp.global_pooling();
     let kernel = if global {
@@ -101,8 +124,15 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
             format!("{pad:?} must be smaller than the kernel {kernel:?}"),
         ));
     }
+    if method == Method::Stochastic && pad != [0, 0] {
+        return Err(Error::invalid(
+            &name,
+            "pad",
+            "padding is implemented only for MAX and AVE pooling (Caffe's rule), not STOCHASTIC",
+        ));
+    }
     let floor = pp.round_mode() == RoundMode::Floor;
-    if p.top.len() == 2 && method != PoolMethod::Max {
+    if p.top.len() == 2 && method != Method::Kernel(PoolMethod::Max) {
         return Err(Error::invalid(&name, "top", "only MAX pooling has a second (mask) top"));
     }
     Ok(Box::new(Pooling {
@@ -115,6 +145,9 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         pad,
         argmax: Vec::new(),
         n_tops: p.top.len(),
+        rng: Rng::new(0),
+        uniforms: Vec::new(),
+        sampled: false,
     }))
 }
 
@@ -156,6 +189,9 @@ impl Layer for Pooling {
     fn tops(&self) -> Count {
         // Caffe allows a second top (the MAX mask).
         Count::Between(1, 2)
+    }
+    fn set_rng(&mut self, rng: Rng) {
+        self.rng = rng;
     }
     fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
         let [n, c, h, w] = nchw(&self.name, &bottoms[0])?;
@@ -206,11 +242,29 @@ impl Layer for Pooling {
             g.in_w = ((ow - 1) * g.stride_w + g.kernel_w).min(w);
         }
         let mut gx = vec![0f32; n * c * g.in_h * g.in_w];
-        let (name, method) = (&self.name, self.method);
-        let am = (method == PoolMethod::Max).then_some(&self.argmax[..]);
+        let (name, am) = (&self.name, &self.argmax[..]);
         with_host(&a.top_diffs[0], |dy| {
-            sparknet_kernels::pool2d_backward(&g, n, method, dy, am, &mut gx)
-                .map_err(|e| kernel_err(name, e))
+            match self.method {
+                Method::Kernel(m) => {
+                    let am = (m == PoolMethod::Max).then_some(am);
+                    sparknet_kernels::pool2d_backward(&g, n, m, dy, am, &mut gx)
+                }
+                Method::Stochastic if self.sampled => {
+                    stochastic_pool_backward_train(&g, n, dy, am, &mut gx)
+                }
+                Method::Stochastic => {
+                    let x = if cropped {
+                        x.narrow(2, 0, g.in_h)?.narrow(3, 0, g.in_w)?
+                    } else {
+                        x.clone()
+                    };
+                    return with_host(&x, |xs| {
+                        stochastic_pool_backward_test(&g, n, xs, dy, &mut gx)
+                            .map_err(|e| kernel_err(name, e))
+                    });
+                }
+            }
+            .map_err(|e| kernel_err(name, e))
         })?;
         let mut gx = from_host(gx, &[n, c, g.in_h, g.in_w], &a.ctx.device)?;
         if cropped {
@@ -234,17 +288,31 @@ impl Pooling {
         let len = n * c * out[0] * out[1];
         let mut y = vec![0f32; len];
         let name = &self.name;
-        let method = self.method;
         let argmax = &mut self.argmax;
+        self.sampled = self.method == Method::Stochastic && ctx.phase == Phase::Train;
+        if self.sampled {
+            self.uniforms.resize(len, 0.0);
+            self.uniforms.iter_mut().for_each(|u| *u = self.rng.unit_f32());
+        }
+        let uniforms = &self.uniforms[..];
         with_host(x, |xs| {
-            let am = if method == PoolMethod::Max {
-                argmax.resize(len, 0);
-                Some(&mut argmax[..])
-            } else {
-                None
-            };
-            sparknet_kernels::pool2d_forward(g, n, method, xs, &mut y, am)
-                .map_err(|e| kernel_err(name, e))
+            match self.method {
+                Method::Kernel(m) => {
+                    let am = if m == PoolMethod::Max {
+                        argmax.resize(len, 0);
+                        Some(&mut argmax[..])
+                    } else {
+                        None
+                    };
+                    sparknet_kernels::pool2d_forward(g, n, m, xs, &mut y, am)
+                }
+                Method::Stochastic if self.sampled => {
+                    argmax.resize(len, 0);
+                    stochastic_pool_forward_train(g, n, xs, uniforms, &mut y, argmax)
+                }
+                Method::Stochastic => stochastic_pool_forward_test(g, n, xs, &mut y),
+            }
+            .map_err(|e| kernel_err(name, e))
         })?;
         let shape = [n, c, out[0], out[1]];
         let mut tops = vec![from_host(y, &shape, &ctx.device)?];
@@ -258,7 +326,9 @@ impl Pooling {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_util::{close, layer, run, t, v};
+    use super::super::test_util::{close, layer, run, run_phase, t, v};
+    use crate::fillers::Rng;
+    use crate::proto::Phase;
 
     fn x4() -> candle::Tensor {
         t(&(1..=16).map(|v| v as f32).collect::<Vec<_>>(), &[1, 1, 4, 4])
@@ -289,5 +359,55 @@ mod tests {
         let mut l = layer("layer { name: 'p' type: 'Pooling' bottom: 'x' top: 'y' pooling_param { pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR } }").unwrap();
         let y = run(l.as_mut(), &[x4()], &[]).unwrap();
         close(&v(&y[0]), &[11.]);
+    }
+
+    const STO: &str = "layer { name: 'p' type: 'Pooling' bottom: 'x' top: 'y' pooling_param { pool: STOCHASTIC kernel_size: 2 stride: 2 } }";
+
+    #[test]
+    fn stochastic_test_is_the_weighted_average() {
+        // 4x4 ramp 1..16, kernel 2 stride 2: window [1, 2, 5, 6] -> (1+4+25+36)/(1+2+5+6).
+        let mut l = layer(STO).unwrap();
+        let y = run(l.as_mut(), &[x4()], &[]).unwrap();
+        let avg = |w: [f32; 4]| w.iter().map(|v| v * v).sum::<f32>() / w.iter().sum::<f32>();
+        let expected = [
+            avg([1., 2., 5., 6.]),
+            avg([3., 4., 7., 8.]),
+            avg([9., 10., 13., 14.]),
+            avg([11., 12., 15., 16.]),
+        ];
+        close(&v(&y[0]), &expected);
+    }
+
+    #[test]
+    fn stochastic_train_samples_window_elements_by_seed() {
+        let x = x4();
+        let samples = |seed: u64| {
+            let mut l = layer(STO).unwrap();
+            l.set_rng(Rng::stream(seed, 1));
+            (0..20)
+                .map(|_| {
+                    v(&run_phase(l.as_mut(), std::slice::from_ref(&x), &[], Phase::Train).unwrap()
+                        [0])
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = samples(3);
+        assert_eq!(a, samples(3), "same seed, same samples");
+        assert_ne!(a, samples(4), "another seed, other samples");
+        let windows =
+            [[1., 2., 5., 6.], [3., 4., 7., 8.], [9., 10., 13., 14.], [11., 12., 15., 16.]];
+        for y in &a {
+            for (o, w) in windows.iter().enumerate() {
+                assert!(w.contains(&y[o]), "output {o} = {} is not in its window {w:?}", y[o]);
+            }
+        }
+    }
+
+    #[test]
+    fn stochastic_rejects_padding() {
+        let err = layer("layer { name: 'p' type: 'Pooling' bottom: 'x' top: 'y' pooling_param { pool: STOCHASTIC kernel_size: 3 pad: 1 } }")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("STOCHASTIC"), "{err}");
     }
 }

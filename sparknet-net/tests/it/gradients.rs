@@ -208,6 +208,15 @@ fn pooling_gradients() {
     ] {
         check(&layer(def), &[(x.clone(), vec![2, 2, 5, 5])], &[true], 5);
     }
+    // STOCHASTIC in TEST: sum(x^2) / sum(x) is smooth for positive inputs (here 0.5 ..= 5.45);
+    // FLOOR on 5x5 with kernel 2 stride 2 crops the last row and column.
+    let pos: Vec<f32> = x.iter().map(|v| v + 2.5).collect();
+    for def in [
+        "type: 'Pooling' pooling_param { pool: STOCHASTIC kernel_size: 3 stride: 2 }",
+        "type: 'Pooling' pooling_param { pool: STOCHASTIC kernel_size: 2 stride: 2 round_mode: FLOOR }",
+    ] {
+        check(&layer(def), &[(pos.clone(), vec![2, 2, 5, 5])], &[true], 5);
+    }
 }
 
 #[test]

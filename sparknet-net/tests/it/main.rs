@@ -8,6 +8,7 @@ mod gradients;
 mod loaders;
 mod net;
 mod npy;
+mod random;
 mod reference;
 mod roundtrip;
 mod training;

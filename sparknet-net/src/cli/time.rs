@@ -76,6 +76,7 @@ pub fn run(a: &TimeArgs) -> Result<()> {
         net.forward_backward(&inputs)?;
     }
     let forward_backward_ms = start.elapsed().as_secs_f64() * 1e3 / iterations as f64;
+    let train_step_ms = train_step_ms(&mut net, &inputs, iterations)?;
     let infos = net.layer_infos();
     for (info, total) in infos.iter().zip(&per_layer) {
         let ms = total / iterations as f64;
@@ -88,11 +89,55 @@ pub fn run(a: &TimeArgs) -> Result<()> {
     if a.json {
         say!(
             "{}",
-            json!({"iterations": iterations, "forward_ms": forward_ms, "forward_backward_ms": forward_backward_ms})
+            json!({"iterations": iterations, "forward_ms": forward_ms,
+                   "forward_backward_ms": forward_backward_ms, "train_step_ms": train_step_ms})
         );
     } else {
         say!("average forward pass: {forward_ms:.3} ms ({iterations} iterations)");
         say!("average forward-backward pass: {forward_backward_ms:.3} ms");
+        say!("average training step: {train_step_ms:.3} ms (SGD, momentum 0.9, weight decay 5e-4)");
     }
     Ok(())
+}
+
+/// A whole training step as a solver runs it, and as `torch_train_bench.py` times PyTorch's:
+/// zero the gradients, forward, backward, Caffe's SGD update (momentum 0.9, weight decay 5e-4,
+/// lr 0.01) over the flat buffer, and the weights back into the layers.
+fn train_step_ms(
+    net: &mut sparknet_net::Net,
+    inputs: &HashMap<String, candle::Tensor>,
+    iterations: usize,
+) -> Result<f64> {
+    use sparknet_net::proto::SolverParameter;
+    use sparknet_net::solver::{ParamRange, SolverConfig, Updater};
+    let param = SolverParameter {
+        base_lr: Some(0.01),
+        momentum: Some(0.9),
+        weight_decay: Some(5e-4),
+        ..SolverParameter::default()
+    };
+    let ranges = net
+        .param_table()?
+        .iter()
+        .map(|e| ParamRange {
+            offset: e.offset,
+            len: e.len,
+            lr_mult: e.lr_mult,
+            decay_mult: e.decay_mult,
+        })
+        .collect();
+    let mut updater = Updater::new(SolverConfig::from_proto(&param)?, ranges, net.param_count()?)?;
+    let mut step = |net: &mut sparknet_net::Net| -> Result<()> {
+        net.zero_grads()?;
+        net.forward_backward(inputs)?;
+        let (params, grads) = net.buffers()?;
+        updater.apply(params, grads)?;
+        net.sync_params()
+    };
+    step(net)?;
+    let start = Instant::now();
+    for _ in 0..iterations {
+        step(net)?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e3 / iterations as f64)
 }

@@ -111,6 +111,7 @@ fn time_json_export_and_classify() {
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(last["forward_ms"].as_f64().unwrap() > 0.0);
     assert!(last.get("forward_backward_ms").is_some());
+    assert!(last["train_step_ms"].as_f64().unwrap() > 0.0);
 
     let dir = tempfile::tempdir().unwrap();
     let deploy = assets.join("models/cifar10_quick/cifar10_quick.prototxt");

@@ -451,7 +451,7 @@ pub fn conv2d_backward_params(
         gb.par_iter_mut().enumerate().for_each(|(o, b)| {
             let total: f32 = grad_output
                 .chunks_exact(out_s)
-                .map(|gy| gy[o * ohw..(o + 1) * ohw].iter().sum::<f32>())
+                .map(|gy| crate::blas::sum(&gy[o * ohw..(o + 1) * ohw]))
                 .sum();
             *b += total;
         });

@@ -83,7 +83,7 @@ mod lrn;
 mod pool;
 mod pool_stochastic;
 
-pub use blas::{sgemm, transpose};
+pub use blas::{sgemm, sum, transpose};
 pub use conv::{
     ConvGeometry, Workspace, conv2d_backward_data, conv2d_backward_params, conv2d_forward,
 };

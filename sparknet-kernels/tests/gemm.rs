@@ -68,3 +68,32 @@ fn degenerate_sizes_and_bad_lengths() {
     let err = sgemm(true, true, 2, 3, 4, 1.0, &[0.0; 8], &[0.0; 12], 0.0, &mut c[1..]).unwrap_err();
     assert!(err.to_string().contains("`c`"), "{err}");
 }
+
+#[test]
+fn sum_equals_the_f64_sum() {
+    for len in [0usize, 1, 15, 16, 17, 33, 1000, 4099] {
+        let x = uniform(&mut rng(len as u64), len);
+        let exact: f64 = x.iter().map(|&v| f64::from(v)).sum();
+        let got = sparknet_kernels::sum(&x);
+        assert!(
+            (f64::from(got) - exact).abs() <= 1e-5 * (len as f64).max(1.0),
+            "len {len}: {got} vs {exact}"
+        );
+    }
+    assert_eq!(sparknet_kernels::sum(&[1.0; 37]), 37.0);
+}
+
+#[test]
+fn transpose_is_the_transpose() {
+    for (r, c) in [(1usize, 1usize), (3, 5), (16, 16), (17, 33), (40, 7)] {
+        let x = uniform(&mut rng((r * 100 + c) as u64), r * c);
+        let mut t = vec![f32::NAN; r * c];
+        sparknet_kernels::transpose(r, c, &x, &mut t).unwrap();
+        for i in 0..r {
+            for j in 0..c {
+                assert_eq!(t[j * r + i], x[i * c + j], "{r}x{c} at ({i}, {j})");
+            }
+        }
+    }
+    assert!(sparknet_kernels::transpose(2, 3, &[0.0; 5], &mut [0.0; 6]).is_err());
+}

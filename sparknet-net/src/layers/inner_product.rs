@@ -3,11 +3,16 @@
 //!
 //! On the CPU, GEMM reads `W^T` from Caffe's `N x K` weights through strided packing, which for
 //! a large matrix costs more than the product itself (AlexNet's fc6 at batch 16: about 4x; see
-//! `sparknet-kernels/BENCH.md`). So when the same weight tensor comes back for a second forward
-//! pass (inference, or testing between solver steps) the layer keeps a `K x N` copy and
-//! multiplies by that; weights that change every pass (training) are never copied.
+//! `sparknet-kernels/BENCH.md`). So for weights of at least [`COPY_MIN`] elements the layer keeps
+//! a `K x N` copy, made again only when a new weight tensor arrives (after a solver step): a
+//! repeated forward pass reuses it, and a training step pays one transpose, about what the strided
+//! packing cost. Which path runs depends only on the shape, so results never depend on history.
 
 use candle::{Tensor, TensorId};
+
+/// Weights of at least this many elements (4 MiB of f32, beyond the L2 cache) are multiplied
+/// through a `K x N` copy.
+pub const COPY_MIN: usize = 1 << 20;
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, count};
 use crate::cpu::{from_host, kernel_err, with_host};
@@ -22,9 +27,8 @@ pub struct InnerProduct {
     transpose: bool,
     axis: i32,
     k: usize,
-    /// The weight tensor of the previous forward pass (CPU, `transpose: false`).
-    last_weight: Option<TensorId>,
-    /// `K x N` copy of the weights with this id.
+    /// `K x N` copy of the weights with this id (CPU, `transpose: false`, at least
+    /// [`COPY_MIN`] elements).
     transposed: Option<(TensorId, Vec<f32>)>,
 }
 
@@ -44,7 +48,6 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         transpose: q.transpose(),
         axis: q.axis(),
         k: 0,
-        last_weight: None,
         transposed: None,
     }))
 }
@@ -121,21 +124,16 @@ impl Layer for InnerProduct {
         let beta = if self.bias_term { 1.0 } else { 0.0 };
         let name = &self.name;
         let id = params[0].id();
-        if !self.transpose && self.transposed.as_ref().is_none_or(|(t, _)| *t != id) {
-            if self.last_weight == Some(id) {
-                // Second pass with the same weights: keep a K x N copy from now on.
-                let mut wt = self.transposed.take().map(|(_, v)| v).unwrap_or_default();
-                wt.resize(n * k, 0.0);
-                with_host(&params[0], |w| {
-                    sparknet_kernels::transpose(n, k, w, &mut wt).map_err(|e| kernel_err(name, e))
-                })?;
-                self.transposed = Some((id, wt));
-            } else {
-                self.transposed = None;
-            }
-            self.last_weight = Some(id);
+        let copy = !self.transpose && n * k >= COPY_MIN;
+        if copy && self.transposed.as_ref().is_none_or(|(t, _)| *t != id) {
+            let mut wt = self.transposed.take().map(|(_, v)| v).unwrap_or_default();
+            wt.resize(n * k, 0.0);
+            with_host(&params[0], |w| {
+                sparknet_kernels::transpose(n, k, w, &mut wt).map_err(|e| kernel_err(name, e))
+            })?;
+            self.transposed = Some((id, wt));
         }
-        with_host(x, |xs| match &self.transposed {
+        with_host(x, |xs| match self.transposed.as_ref().filter(|_| copy) {
             Some((_, wt)) => {
                 sparknet_kernels::sgemm(false, false, m, n, k, 1.0, xs, wt, beta, &mut y)
                     .map_err(|e| kernel_err(name, e))
@@ -212,5 +210,43 @@ mod tests {
         let y = run(l.as_mut(), &[x], &[t(&[1., 2., 3., 4.], &[2, 2])]).unwrap();
         assert_eq!(y[0].dims(), &[1, 2, 2]);
         close(&v(&y[0]), &[1. + 6., 2. + 8., 3. + 12., 6. + 16.]);
+    }
+
+    /// Weights large enough for the K x N copy: the products are right, repeated passes are
+    /// bit-identical, and a new weight tensor is never served from a stale copy.
+    #[test]
+    fn transposed_weight_copy_follows_the_weights() {
+        let (m, n, k) = (2usize, 1024usize, super::COPY_MIN / 1024);
+        let mut l = layer("layer { name: 'ip' type: 'InnerProduct' bottom: 'x' top: 'y' inner_product_param { num_output: 1024 bias_term: false } }").unwrap();
+        let xs: Vec<f32> = (0..m * k).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        let x = t(&xs, &[m, k]);
+        let weights = |seed: usize| -> Vec<f32> {
+            (0..n * k).map(|i| (((i + seed) * 7919) % 13) as f32 * 0.125 - 0.75).collect()
+        };
+        let direct = |w: &[f32]| -> Vec<f32> {
+            let mut y = vec![0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let d: f64 =
+                        (0..k).map(|p| f64::from(xs[i * k + p]) * f64::from(w[j * k + p])).sum();
+                    y[i * n + j] = d as f32;
+                }
+            }
+            y
+        };
+        let (w1, w2) = (weights(0), weights(5));
+        let (t1, t2) = (t(&w1, &[n, k]), t(&w2, &[n, k]));
+        let first =
+            v(&run(l.as_mut(), std::slice::from_ref(&x), std::slice::from_ref(&t1)).unwrap()[0]);
+        close(&first, &direct(&w1));
+        let again =
+            v(&run(l.as_mut(), std::slice::from_ref(&x), std::slice::from_ref(&t1)).unwrap()[0]);
+        assert_eq!(first, again, "a repeated pass is bit-identical");
+        let other =
+            v(&run(l.as_mut(), std::slice::from_ref(&x), std::slice::from_ref(&t2)).unwrap()[0]);
+        close(&other, &direct(&w2));
+        let back =
+            v(&run(l.as_mut(), std::slice::from_ref(&x), std::slice::from_ref(&t1)).unwrap()[0]);
+        assert_eq!(first, back, "back to the first weights");
     }
 }

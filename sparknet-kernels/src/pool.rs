@@ -191,87 +191,39 @@ impl PoolGeometry {
     }
 }
 
-/// Per-task scratch of the MAX forward: one input row's worth of column maxima and their rows.
-#[derive(Default)]
-struct MaxScratch {
-    val: Vec<f32>,
-    row: Vec<u32>,
-}
-
 /// Max over each window of one plane, with the flat argmax (first maximum wins, as in Caffe).
-fn max_plane(
-    g: &PoolGeometry,
-    x: &[f32],
-    y: &mut [f32],
-    arg: Option<&mut [u32]>,
-    s: &mut MaxScratch,
-) {
+fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: Option<&mut [u32]>) {
     match arg {
-        Some(a) => max_plane_impl::<true>(g, x, y, a, s),
-        None => max_plane_impl::<false>(g, x, y, &mut [], s),
+        Some(a) => max_plane_impl::<true>(g, x, y, a),
+        None => max_plane_impl::<false>(g, x, y, &mut []),
     }
 }
 
-/// [`max_plane`] monomorphised on whether the argmax is written.
-///
-/// Separable: for each output row, first the maximum of every input column over the window's
-/// rows (contiguous, vectorised), then the maximum over each window's columns of those. Caffe
-/// scans a window row by row and keeps the first strictly greater value, so its winner is the
-/// maximum with the smallest flat index `h * in_w + w`; the column pass keeps the first row of
-/// each column's maximum (`>`), and the row pass breaks ties between columns by that flat index,
-/// which selects the same element (NaN never replaces a value, as with `>` in Caffe's scan).
-fn max_plane_impl<const ARG: bool>(
-    g: &PoolGeometry,
-    x: &[f32],
-    y: &mut [f32],
-    arg: &mut [u32],
-    s: &mut MaxScratch,
-) {
+/// [`max_plane`] monomorphised on whether the argmax is written, so the max-only loop stays a
+/// branch-free running maximum.
+fn max_plane_impl<const ARG: bool>(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
     let (ow, w) = (g.out_w(), g.in_w);
-    s.val.resize(w, 0.0);
-    if ARG {
-        s.row.resize(w, 0);
-    }
     for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
         let (hs, he, _) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
-        // Column maxima over rows hs..he (windows are never empty: validate).
-        s.val.copy_from_slice(&x[hs * w..(hs + 1) * w]);
-        if ARG {
-            s.row.fill(hs as u32);
-        }
-        for r in hs + 1..he {
-            let src = &x[r * w..(r + 1) * w];
-            if ARG {
-                for ((m, at), &v) in s.val.iter_mut().zip(s.row.iter_mut()).zip(src) {
-                    let greater = v > *m;
-                    *m = if greater { v } else { *m };
-                    *at = if greater { r as u32 } else { *at };
-                }
-            } else {
-                for (m, &v) in s.val.iter_mut().zip(src) {
-                    *m = if v > *m { v } else { *m };
-                }
-            }
-        }
+        let rows = &x[hs * w..he * w];
         for (px, out) in y_row.iter_mut().enumerate() {
             let (ws, we, _) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-            let mut best = s.val[ws];
-            if ARG {
-                let mut at = s.row[ws] as usize * w + ws;
-                for c in ws + 1..we {
-                    let (v, i) = (s.val[c], s.row[c] as usize * w + c);
-                    if v > best || (v == best && i < at) {
-                        best = v;
-                        at = i;
+            // Windows are never empty (validate), so start from the first tap; `>` keeps the
+            // first of equal maxima.
+            let (mut best, mut at) = (rows[ws], ws);
+            for (r, row) in rows.chunks_exact(w).enumerate() {
+                for (dx, &v) in row[ws..we].iter().enumerate() {
+                    let greater = v > best;
+                    best = if greater { v } else { best };
+                    if ARG {
+                        at = if greater { r * w + ws + dx } else { at };
                     }
-                }
-                arg[py * ow + px] = at as u32;
-            } else {
-                for &v in &s.val[ws + 1..we] {
-                    best = if v > best { v } else { best };
                 }
             }
             *out = best;
+            if ARG {
+                arg[py * ow + px] = (hs * w + at) as u32;
+            }
         }
     }
 }
@@ -327,12 +279,10 @@ pub fn pool2d_forward(
     }
     let planes = output.par_chunks_mut(op).zip(input.par_chunks(ip));
     match (method, argmax) {
-        (PoolMethod::Max, Some(a)) => planes
-            .zip(a.par_chunks_mut(op))
-            .for_each_init(MaxScratch::default, |s, ((y, x), a)| max_plane(g, x, y, Some(a), s)),
-        (PoolMethod::Max, None) => {
-            planes.for_each_init(MaxScratch::default, |s, (y, x)| max_plane(g, x, y, None, s))
+        (PoolMethod::Max, Some(a)) => {
+            planes.zip(a.par_chunks_mut(op)).for_each(|((y, x), a)| max_plane(g, x, y, Some(a)))
         }
+        (PoolMethod::Max, None) => planes.for_each(|(y, x)| max_plane(g, x, y, None)),
         (PoolMethod::Ave, _) => planes.for_each(|(y, x)| ave_plane(g, x, y)),
     }
     Ok(())

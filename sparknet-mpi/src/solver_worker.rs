@@ -132,6 +132,22 @@ impl Worker for SolverWorker {
         })?;
         Ok(StepOutcome { loss, lr })
     }
+    /// The scaling fused into the update's pass over the buffer (`Solver::step_once_scaled`),
+    /// which also skips refreshing the net's tensors: the loop's `params_changed` after the
+    /// allreduce does that.
+    fn step_scaled(&mut self, scale: f32) -> Result<StepOutcome> {
+        let lr = self.solver.updater().learning_rate() as f32;
+        let mut batches = self.batches()?.into_iter();
+        let loss = self.solver.step_once_scaled(
+            &mut |_: &Net| {
+                batches.next().ok_or_else(|| {
+                    sparknet_net::Error::NotFound("no more prefetched batches".into())
+                })
+            },
+            scale,
+        )?;
+        Ok(StepOutcome { loss, lr })
+    }
     fn compute_gradients(&mut self) -> Result<f32> {
         let batches = self.batches()?;
         let net = self.solver.net_mut();

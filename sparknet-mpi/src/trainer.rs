@@ -7,7 +7,9 @@
 //! 1. Rank 0's weights and iteration count are broadcast, so every replica starts equal (random
 //!    init from the fillers, `--weights` or `--resume` on rank 0).
 //! 2. Each round: with [`SyncMode::Average`] (SparkNet), `tau` local steps and then one
-//!    [`Averager`] round over the flat parameter buffer; with [`SyncMode::Gradients`] (the paper's
+//!    [`Averager`] round over the flat parameter buffer (with `K` > 1 the last step also
+//!    multiplies the weights by `1 / K` in its update pass, [`Worker::step_scaled`], and the
+//!    round is one allreduce-sum, [`Averager::average_prescaled`]); with [`SyncMode::Gradients`] (the paper's
 //!    naive baseline, Horovod's scheme), one step whose gradients are averaged before the update.
 //!    The first `warmup` iterations always use gradient sync (averaging from a random start can
 //!    stall, SparkNet issue 140).
@@ -142,6 +144,25 @@ pub trait Worker {
     /// # Errors
     /// Data, net or solver errors.
     fn step(&mut self) -> Result<StepOutcome>;
+    /// [`step`](Worker::step), then every value of [`params`](Worker::params) multiplied by
+    /// `scale`: the last local step of an averaging round over `K` > 1 workers, with
+    /// `scale = 1 / K`, so that the round's allreduce-sum yields the mean
+    /// ([`Averager::average_prescaled`]). The loop calls
+    /// [`params_changed`](Worker::params_changed) after the allreduce, so an implementation may
+    /// leave its net's view of the parameters stale here.
+    ///
+    /// The default runs the two passes; a worker whose update touches every parameter anyway
+    /// should fuse the scaling into it (as [`SolverWorker`](crate::solver_worker::SolverWorker)
+    /// does through sparknet-net's `Updater::apply_scaled`). Either way the result must equal
+    /// `step` followed by the multiplication, bit for bit.
+    ///
+    /// # Errors
+    /// As [`step`](Worker::step) and [`params`](Worker::params).
+    fn step_scaled(&mut self, scale: f32) -> Result<StepOutcome> {
+        let out = self.step()?;
+        self.params()?.iter_mut().for_each(|w| *w *= scale);
+        Ok(out)
+    }
     /// Forward and backward on the next training batch, leaving the gradients in
     /// [`grads`](Worker::grads) without updating; returns the loss.
     ///
@@ -338,6 +359,8 @@ where
         worker.params_changed()?;
     }
     let mut averager = Averager::new(0).with_comm_delay(config.comm_delay);
+    // The same factor `Collective::all_reduce_mean`'s default applies after the sum.
+    let inv_k = 1.0 / comm.size() as f32;
     let mut win = Window { data_wait_at: worker.data_wait(), ..Window::default() };
     let (mut rounds, mut total_comm, mut lr) = (0u64, Duration::ZERO, None);
     let mut stopped_by_time = false;
@@ -370,8 +393,14 @@ where
             // Local steps up to the round's end, not past max_iter nor into the warmup rule.
             let steps = config.tau.min(config.max_iter - before);
             let t = Instant::now();
-            for _ in 0..steps {
-                let out = worker.step()?;
+            for i in 0..steps {
+                // Over K > 1 workers the last step also multiplies the weights by 1 / K (fused
+                // into the update's pass), so that the round's allreduce-sum is the mean.
+                let out = if multi && i + 1 == steps {
+                    worker.step_scaled(inv_k)?
+                } else {
+                    worker.step()?
+                };
                 win.loss += f64::from(out.loss);
                 win.steps += 1;
                 lr = Some(out.lr);
@@ -379,7 +408,11 @@ where
             }
             win.compute += t.elapsed();
             if multi || !config.comm_delay.is_zero() {
-                let stats = averager.average(comm, worker.params()?)?;
+                let stats = if multi {
+                    averager.average_prescaled(comm, worker.params()?)?
+                } else {
+                    averager.average(comm, worker.params()?)?
+                };
                 worker.params_changed()?;
                 win.comm += stats.comm;
                 total_comm += stats.comm;

@@ -80,8 +80,9 @@ pub struct LoopConfig {
     pub time_budget: Option<Duration>,
     /// Added to every communication round (slow-network experiments).
     pub comm_delay: Duration,
-    /// Set (by a SIGINT/SIGTERM handler) to stop after the current round: rank 0 reads it, every
-    /// rank stops at the same round, rank 0 snapshots, and no final test runs.
+    /// Set (by a SIGINT/SIGTERM handler) to stop after the current round: every rank reads its
+    /// own, a stop on any rank stops every rank at the same round (whether the launcher signals
+    /// one rank or all of them), rank 0 snapshots, and no final test runs.
     pub stop: Option<&'static AtomicBool>,
     /// What happens to the solver history (momentum, Adam moments) at each averaging round:
     /// kept per worker as SparkNet did (the default), zeroed, or averaged like the weights (one
@@ -432,18 +433,20 @@ where
         rounds += 1;
         let after = worker.iter();
         let last = after >= config.max_iter;
-        let mut stop = [0u8];
+        // [time budget spent (rank 0's clock decides), stop requested (on any rank)], summed
+        // over ranks so that every rank takes the same decision.
+        let mut stop = [0f64; 2];
         if root && config.time_budget.is_some_and(|b| start.elapsed() >= b) {
-            stop[0] = 1;
+            stop[0] = 1.0;
         }
-        if root && config.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
-            stop[0] = 2;
+        if config.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            stop[1] = 1.0;
         }
         if (config.time_budget.is_some() || config.stop.is_some()) && multi {
-            comm.broadcast_bytes(&mut stop, 0)?;
+            comm.all_reduce_sum_f64(&mut stop)?;
         }
-        stopped_by_time = stop[0] == 1 && !last;
-        if stop[0] == 2 {
+        stopped_by_time = stop[0] > 0.0 && stop[1] == 0.0 && !last;
+        if stop[1] > 0.0 {
             let files = if root { worker.snapshot()? } else { Vec::new() };
             emit(comm, worker, &mut win, rounds, lr, None, files, start, on_event)?;
             return Ok(Summary {

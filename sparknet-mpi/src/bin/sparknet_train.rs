@@ -234,11 +234,15 @@ fn train_cmd(args: &Args) -> Result<bool> {
             bar.println(format!("sparknet-train: {err}"));
         }
     };
-    let (rank, summary) = run(&plan, args.workers, args.data_threads, &on_event)?;
+    // Written as soon as the loop ends (under MPI before finalising, see `run`).
+    let summary_written = std::cell::RefCell::new(Ok(()));
+    let on_summary = |s: &Summary| {
+        bar.finish_and_clear();
+        *summary_written.borrow_mut() = log.write(&summary_line(s, &opts));
+    };
+    let (_, summary) = run(&plan, args.workers, args.data_threads, &on_event, &on_summary)?;
     bar.finish_and_clear();
-    if rank == 0 {
-        log.write(&summary_line(&summary, &opts))?;
-    }
+    summary_written.into_inner()?;
     Ok(summary.interrupted)
 }
 

@@ -428,3 +428,26 @@ fn prescaled_rounds_equal_divide_after_rounds() {
         }
     }
 }
+
+/// A stop requested on one rank only (a launcher that signals a single rank) still stops every
+/// rank at the same round, with rank 0's snapshot.
+#[test]
+fn a_stop_request_on_one_rank_stops_every_rank() {
+    static OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let out = LocalGroup::new(3)
+        .unwrap()
+        .run(|comm| {
+            let flag = if comm.rank() == 2 { &ON } else { &OFF };
+            let cfg = LoopConfig { stop: Some(flag), ..config(3, 100) };
+            let mut w = Lsq::partitioned(comm.rank(), 3, 2);
+            let s = train(&comm, &mut w, &cfg, &mut |_| {}).unwrap();
+            (s, w.snapshots)
+        })
+        .unwrap();
+    for (rank, (s, snapshots)) in out.into_iter().enumerate() {
+        assert!(s.interrupted, "rank {rank}: {s:?}");
+        assert_eq!((s.iter, s.rounds), (3, 1), "rank {rank}");
+        assert_eq!(snapshots, u64::from(rank == 0));
+    }
+}

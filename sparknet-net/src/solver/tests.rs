@@ -234,8 +234,8 @@ fn scaled_update_equals_apply_then_scale_bit_for_bit() {
                 assert_eq!(fused.state(), plain.state());
             }
             // The statistics were only scaled.
-            for i in 8..11 {
-                assert_eq!(w_fused[i], value(i, 0) * scale * scale * scale, "{kind:?} {scale}");
+            for (i, w) in w_fused.iter().enumerate().skip(8) {
+                assert_eq!(*w, value(i, 0) * scale * scale * scale, "{kind:?} {scale}");
             }
         }
     }

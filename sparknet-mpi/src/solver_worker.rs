@@ -221,9 +221,9 @@ impl Worker for SolverWorker {
 /// threads. Returns this process's rank and its summary.
 ///
 /// `on_summary` gets rank 0's summary as soon as the loop ends: under MPI before MPI is
-/// finalised, because after SIGTERM or SIGINT Open MPI's `mpirun` kills the ranks about a second
-/// after forwarding the signal (`odls_base_sigkill_timeout`), and finalising during that
-/// teardown can block until then.
+/// finalised, because after SIGTERM or SIGINT Open MPI's `mpirun` kills the ranks
+/// `odls_base_sigkill_timeout` seconds (default 1) after passing the signal on, and finalising
+/// during that teardown blocks until then.
 ///
 /// # Errors
 /// Worker construction and loop errors (a failing rank aborts the others).

@@ -152,12 +152,14 @@ fn measure<C: Collective>(
         let e = comm.abort(&format!("allreduce bench: {e}"));
         panic!("{e}")
     };
-    // The pipelines in turn, starting with a different one each round, so that none always runs
-    // on a warmer cache.
+    // The three pipelines in each of their six orders in turn, so that none always runs first or
+    // always after the same other one (on a warmer cache, or after the same MPI traffic).
+    const ORDERS: [[usize; 3]; 6] =
+        [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
     for round in 0..rounds + 2 {
         let mut t = [Duration::ZERO; 6];
         let mut allocated = 0;
-        for turn in 0..3 {
+        for pipeline in ORDERS[round % ORDERS.len()] {
             let mut timed = |call: usize, f: &mut dyn FnMut()| {
                 comm.barrier().unwrap_or_else(|e| fail(&e));
                 let before = allocations();
@@ -168,7 +170,7 @@ fn measure<C: Collective>(
                     allocated += allocations() - before;
                 }
             };
-            match (round + turn) % 3 {
+            match pipeline {
                 0 => {
                     timed(UPDATE_FLOOR, &mut || {
                         raw_sgd.apply(&mut raw, &mut raw_grads).unwrap_or_else(|e| fail(&e));

@@ -132,6 +132,22 @@ impl Worker for SolverWorker {
         })?;
         Ok(StepOutcome { loss, lr })
     }
+    /// The scaling fused into the update's pass over the buffer (`Solver::step_once_scaled`),
+    /// which also skips refreshing the net's tensors: the loop's `params_changed` after the
+    /// allreduce does that.
+    fn step_scaled(&mut self, scale: f32) -> Result<StepOutcome> {
+        let lr = self.solver.updater().learning_rate() as f32;
+        let mut batches = self.batches()?.into_iter();
+        let loss = self.solver.step_once_scaled(
+            &mut |_: &Net| {
+                batches.next().ok_or_else(|| {
+                    sparknet_net::Error::NotFound("no more prefetched batches".into())
+                })
+            },
+            scale,
+        )?;
+        Ok(StepOutcome { loss, lr })
+    }
     fn compute_gradients(&mut self) -> Result<f32> {
         let batches = self.batches()?;
         let net = self.solver.net_mut();
@@ -204,6 +220,11 @@ impl Worker for SolverWorker {
 /// set), otherwise `workers` in-process workers, each with its own pool of cores / `workers`
 /// threads. Returns this process's rank and its summary.
 ///
+/// `on_summary` gets rank 0's summary as soon as the loop ends: under MPI before MPI is
+/// finalised, because after SIGTERM or SIGINT Open MPI's `mpirun` kills the ranks
+/// `odls_base_sigkill_timeout` seconds (default 1) after passing the signal on, and finalising
+/// during that teardown blocks until then.
+///
 /// # Errors
 /// Worker construction and loop errors (a failing rank aborts the others).
 pub fn run(
@@ -211,6 +232,7 @@ pub fn run(
     workers: usize,
     data_threads: usize,
     on_event: &(dyn Fn(&Event) + Sync),
+    on_summary: &dyn Fn(&Summary),
 ) -> Result<(usize, Summary)> {
     #[cfg(feature = "mpi")]
     if crate::run::under_mpi_launcher() {
@@ -226,8 +248,14 @@ pub fn run(
         let mut report = |e: &Event| on_event(e);
         let make = |_: &crate::MpiComm| SolverWorker::new(plan, rank, size, data_threads);
         let summary = crate::run::run_rank(&comm, &plan.loop_config, make, &mut report)?;
+        if rank == 0 {
+            on_summary(&summary);
+        }
+        // `comm` is dropped here: MPI is finalised.
         return Ok((rank, summary));
     }
     let make = |c: &dyn Collective| SolverWorker::new(plan, c.rank(), c.size(), data_threads);
-    Ok((0, run_local(workers, &plan.loop_config, make, on_event)?))
+    let summary = run_local(workers, &plan.loop_config, make, on_event)?;
+    on_summary(&summary);
+    Ok((0, summary))
 }

@@ -7,7 +7,9 @@
 //! 1. Rank 0's weights and iteration count are broadcast, so every replica starts equal (random
 //!    init from the fillers, `--weights` or `--resume` on rank 0).
 //! 2. Each round: with [`SyncMode::Average`] (SparkNet), `tau` local steps and then one
-//!    [`Averager`] round over the flat parameter buffer; with [`SyncMode::Gradients`] (the paper's
+//!    [`Averager`] round over the flat parameter buffer (with `K` > 1 the last step also
+//!    multiplies the weights by `1 / K` in its update pass, [`Worker::step_scaled`], and the
+//!    round is one allreduce-sum, [`Averager::average_prescaled`]); with [`SyncMode::Gradients`] (the paper's
 //!    naive baseline, Horovod's scheme), one step whose gradients are averaged before the update.
 //!    The first `warmup` iterations always use gradient sync (averaging from a random start can
 //!    stall, SparkNet issue 140).
@@ -78,8 +80,9 @@ pub struct LoopConfig {
     pub time_budget: Option<Duration>,
     /// Added to every communication round (slow-network experiments).
     pub comm_delay: Duration,
-    /// Set (by a SIGINT/SIGTERM handler) to stop after the current round: rank 0 reads it, every
-    /// rank stops at the same round, rank 0 snapshots, and no final test runs.
+    /// Set (by a SIGINT/SIGTERM handler) to stop after the current round: every rank reads its
+    /// own, a stop on any rank stops every rank at the same round (whether the launcher signals
+    /// one rank or all of them), rank 0 snapshots, and no final test runs.
     pub stop: Option<&'static AtomicBool>,
     /// What happens to the solver history (momentum, Adam moments) at each averaging round:
     /// kept per worker as SparkNet did (the default), zeroed, or averaged like the weights (one
@@ -142,6 +145,25 @@ pub trait Worker {
     /// # Errors
     /// Data, net or solver errors.
     fn step(&mut self) -> Result<StepOutcome>;
+    /// [`step`](Worker::step), then every value of [`params`](Worker::params) multiplied by
+    /// `scale`: the last local step of an averaging round over `K` > 1 workers, with
+    /// `scale = 1 / K`, so that the round's allreduce-sum yields the mean
+    /// ([`Averager::average_prescaled`]). The loop calls
+    /// [`params_changed`](Worker::params_changed) after the allreduce, so an implementation may
+    /// leave its net's view of the parameters stale here.
+    ///
+    /// The default runs the two passes; a worker whose update touches every parameter anyway
+    /// should fuse the scaling into it (as [`SolverWorker`](crate::solver_worker::SolverWorker)
+    /// does through sparknet-net's `Updater::apply_scaled`). Either way the result must equal
+    /// `step` followed by the multiplication, bit for bit.
+    ///
+    /// # Errors
+    /// As [`step`](Worker::step) and [`params`](Worker::params).
+    fn step_scaled(&mut self, scale: f32) -> Result<StepOutcome> {
+        let out = self.step()?;
+        self.params()?.iter_mut().for_each(|w| *w *= scale);
+        Ok(out)
+    }
     /// Forward and backward on the next training batch, leaving the gradients in
     /// [`grads`](Worker::grads) without updating; returns the loss.
     ///
@@ -338,6 +360,8 @@ where
         worker.params_changed()?;
     }
     let mut averager = Averager::new(0).with_comm_delay(config.comm_delay);
+    // The same factor `Collective::all_reduce_mean`'s default applies after the sum.
+    let inv_k = 1.0 / comm.size() as f32;
     let mut win = Window { data_wait_at: worker.data_wait(), ..Window::default() };
     let (mut rounds, mut total_comm, mut lr) = (0u64, Duration::ZERO, None);
     let mut stopped_by_time = false;
@@ -370,8 +394,14 @@ where
             // Local steps up to the round's end, not past max_iter nor into the warmup rule.
             let steps = config.tau.min(config.max_iter - before);
             let t = Instant::now();
-            for _ in 0..steps {
-                let out = worker.step()?;
+            for i in 0..steps {
+                // Over K > 1 workers the last step also multiplies the weights by 1 / K (fused
+                // into the update's pass), so that the round's allreduce-sum is the mean.
+                let out = if multi && i + 1 == steps {
+                    worker.step_scaled(inv_k)?
+                } else {
+                    worker.step()?
+                };
                 win.loss += f64::from(out.loss);
                 win.steps += 1;
                 lr = Some(out.lr);
@@ -379,7 +409,11 @@ where
             }
             win.compute += t.elapsed();
             if multi || !config.comm_delay.is_zero() {
-                let stats = averager.average(comm, worker.params()?)?;
+                let stats = if multi {
+                    averager.average_prescaled(comm, worker.params()?)?
+                } else {
+                    averager.average(comm, worker.params()?)?
+                };
                 worker.params_changed()?;
                 win.comm += stats.comm;
                 total_comm += stats.comm;
@@ -399,18 +433,20 @@ where
         rounds += 1;
         let after = worker.iter();
         let last = after >= config.max_iter;
-        let mut stop = [0u8];
+        // [time budget spent (rank 0's clock decides), stop requested (on any rank)], summed
+        // over ranks so that every rank takes the same decision.
+        let mut stop = [0f64; 2];
         if root && config.time_budget.is_some_and(|b| start.elapsed() >= b) {
-            stop[0] = 1;
+            stop[0] = 1.0;
         }
-        if root && config.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
-            stop[0] = 2;
+        if config.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            stop[1] = 1.0;
         }
         if (config.time_budget.is_some() || config.stop.is_some()) && multi {
-            comm.broadcast_bytes(&mut stop, 0)?;
+            comm.all_reduce_sum_f64(&mut stop)?;
         }
-        stopped_by_time = stop[0] == 1 && !last;
-        if stop[0] == 2 {
+        stopped_by_time = stop[0] > 0.0 && stop[1] == 0.0 && !last;
+        if stop[1] > 0.0 {
             let files = if root { worker.snapshot()? } else { Vec::new() };
             emit(comm, worker, &mut win, rounds, lr, None, files, start, on_event)?;
             return Ok(Summary {

@@ -9,6 +9,12 @@
 //! ```
 //! JSON lines go to stdout (and `--log FILE`), a progress bar to stderr. SIGINT/SIGTERM stop the
 //! run after the current round with a snapshot (exit status 130); a second one exits at once.
+//! Under `mpirun` a signal to any rank stops every rank at the same round. Open MPI's `mpirun`
+//! (4.1) passes SIGINT/SIGTERM on to the ranks `odls_base_sigkill_timeout` seconds (default 1)
+//! after receiving it, sends SIGKILL as long again after that, and exits with status 1: a round
+//! (plus the snapshot) that takes longer than that window loses the snapshot, so for such nets
+//! raise it (`mpirun --mca odls_base_sigkill_timeout 30 ...`; the stop then begins that much
+//! later too).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -234,11 +240,15 @@ fn train_cmd(args: &Args) -> Result<bool> {
             bar.println(format!("sparknet-train: {err}"));
         }
     };
-    let (rank, summary) = run(&plan, args.workers, args.data_threads, &on_event)?;
+    // Written as soon as the loop ends (under MPI before finalising, see `run`).
+    let summary_written = std::cell::RefCell::new(Ok(()));
+    let on_summary = |s: &Summary| {
+        bar.finish_and_clear();
+        *summary_written.borrow_mut() = log.write(&summary_line(s, &opts));
+    };
+    let (_, summary) = run(&plan, args.workers, args.data_threads, &on_event, &on_summary)?;
     bar.finish_and_clear();
-    if rank == 0 {
-        log.write(&summary_line(&summary, &opts))?;
-    }
+    summary_written.into_inner()?;
     Ok(summary.interrupted)
 }
 

@@ -369,3 +369,85 @@ fn a_stop_request_ends_every_rank_after_the_round_with_a_snapshot() {
         assert_eq!(reports, usize::from(rank == 0), "one report, with the snapshot");
     }
 }
+
+/// The loop as it was before the 1/K scaling moved into the last local step: `tau` plain steps,
+/// then `Averager::average` (allreduce, then divide by K), from rank 0's broadcast weights.
+fn divide_after<W: Worker>(comm: &dyn Collective, w: &mut W, tau: u64, max_iter: u64) {
+    comm.broadcast(w.params().unwrap(), 0).unwrap();
+    w.params_changed().unwrap();
+    let mut averager = sparknet_mpi::Averager::new(0);
+    while w.iter() < max_iter {
+        for _ in 0..tau.min(max_iter - w.iter()) {
+            w.step().unwrap();
+        }
+        averager.average(comm, w.params().unwrap()).unwrap();
+        w.params_changed().unwrap();
+    }
+}
+
+/// The largest difference between two runs' weights, in units of the largest weight.
+fn relative_gap(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
+}
+
+/// Prescaled rounds (the loop's `step_scaled` + allreduce-sum) against the divide-after rounds:
+/// bit for bit for K = 2 and 4 (scaling by a power of two is exact), within a few rounding errors
+/// for K = 3.
+#[test]
+fn prescaled_rounds_equal_divide_after_rounds() {
+    let (tau, iters) = (3u64, 11u64);
+    for k in [2, 3, 4] {
+        let run = |prescaled: bool| {
+            LocalGroup::new(k)
+                .unwrap()
+                .run(|comm| {
+                    let mut w = Lsq::partitioned(comm.rank(), k, 2);
+                    if comm.rank() == 0 {
+                        w.w = vec![0.3, -0.2, 0.1, 0.7, -0.5];
+                    }
+                    if prescaled {
+                        train(&comm, &mut w, &config(tau, iters), &mut |_| {}).unwrap();
+                    } else {
+                        divide_after(&comm, &mut w, tau, iters);
+                    }
+                    w.w
+                })
+                .unwrap()
+        };
+        let (new, old) = (run(true), run(false));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for r in 1..k {
+            assert_eq!(bits(&new[r]), bits(&new[0]), "K={k}: replicas identical");
+        }
+        if k == 3 {
+            let gap = relative_gap(&new[0], &old[0]);
+            assert!(gap <= 1e-6, "K=3: relative gap {gap}: {:?} vs {:?}", new[0], old[0]);
+        } else {
+            assert_eq!(bits(&new[0]), bits(&old[0]), "K={k}");
+        }
+    }
+}
+
+/// A stop requested on one rank only (a launcher that signals a single rank) still stops every
+/// rank at the same round, with rank 0's snapshot.
+#[test]
+fn a_stop_request_on_one_rank_stops_every_rank() {
+    static OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let out = LocalGroup::new(3)
+        .unwrap()
+        .run(|comm| {
+            let flag = if comm.rank() == 2 { &ON } else { &OFF };
+            let cfg = LoopConfig { stop: Some(flag), ..config(3, 100) };
+            let mut w = Lsq::partitioned(comm.rank(), 3, 2);
+            let s = train(&comm, &mut w, &cfg, &mut |_| {}).unwrap();
+            (s, w.snapshots)
+        })
+        .unwrap();
+    for (rank, (s, snapshots)) in out.into_iter().enumerate() {
+        assert!(s.interrupted, "rank {rank}: {s:?}");
+        assert_eq!((s.iter, s.rounds), (3, 1), "rank {rank}");
+        assert_eq!(snapshots, u64::from(rank == 0));
+    }
+}

@@ -343,3 +343,59 @@ fn solver_history_policy_at_averaging_rounds() {
         }
     }
 }
+
+/// The trainer's prescaled rounds (SolverWorker's fused `step_scaled`, then one allreduce-sum)
+/// against the divide-after rounds they replaced (plain steps, then `Averager::average`): bit
+/// for bit for K = 2 (momentum, weight decay, the whole LeNet buffer), within a few rounding
+/// errors for K = 3.
+#[test]
+fn prescaled_lenet_rounds_equal_divide_after_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("digits");
+    convert_synthetic_digits(&data, 60, 9, 4096).unwrap();
+    let solver = lenet_solver(tmp.path(), 4, 20, SGD);
+    let (tau, iters) = (3u64, 8u64);
+    for k in [2usize, 3] {
+        let opts = TrainOptions {
+            solver: Some(solver.clone()),
+            train_data: Some(data.clone()),
+            test_data: Some(data.clone()),
+            max_iter: Some(iters),
+            tau,
+            ..TrainOptions::default()
+        };
+        let p = plan(&opts).unwrap();
+        let run = |prescaled: bool| {
+            LocalGroup::new(k)
+                .unwrap()
+                .run(|comm| {
+                    let mut w = SolverWorker::new(&p, comm.rank(), k, 1).unwrap();
+                    if prescaled {
+                        train(&comm, &mut w, &p.loop_config, &mut |_| {}).unwrap();
+                    } else {
+                        comm.broadcast(w.params().unwrap(), 0).unwrap();
+                        w.params_changed().unwrap();
+                        let mut averager = sparknet_mpi::Averager::new(0);
+                        while w.iter() < iters {
+                            for _ in 0..tau.min(iters - w.iter()) {
+                                w.step().unwrap();
+                            }
+                            averager.average(&comm, w.params().unwrap()).unwrap();
+                            w.params_changed().unwrap();
+                        }
+                    }
+                    w.solver().net_mut().param_data().unwrap().to_vec()
+                })
+                .unwrap()
+        };
+        let (new, old) = (run(true), run(false));
+        assert_eq!(bits(&new[0]), bits(&new[k - 1]), "K={k}: replicas identical");
+        if k == 2 {
+            assert!(bits(&new[0]) == bits(&old[0]), "K=2: prescaled rounds differ");
+        } else {
+            let scale = old[0].iter().fold(0f32, |m, x| m.max(x.abs()));
+            let gap = new[0].iter().zip(&old[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(gap <= 1e-6 * scale, "K=3: largest difference {gap} (largest weight {scale})");
+        }
+    }
+}

@@ -188,6 +188,30 @@ impl Solver {
     /// # Errors
     /// Batch, net and update errors.
     pub fn step_once(&mut self, batches: &mut Batches<'_>) -> Result<f32> {
+        let loss = self.forward_backward_update(batches, None)?;
+        self.net.sync_params()?;
+        Ok(loss)
+    }
+
+    /// [`step_once`](Solver::step_once) whose update also multiplies every parameter by `scale`
+    /// in the same pass ([`Updater::apply_scaled`]; BatchNorm statistics included), as SparkNet's
+    /// averaging wants on the last local step of a round (`scale = 1 / K`, then an
+    /// allreduce-sum). The layers' tensors are left stale: the flat buffer
+    /// ([`Net::param_data`]) holds the scaled values, and the tensors are refreshed by
+    /// [`Net::sync_params`] or the next forward (the caller is about to overwrite the buffer
+    /// anyway). Returns the mean loss of the passes.
+    ///
+    /// # Errors
+    /// As [`step_once`](Solver::step_once).
+    pub fn step_once_scaled(&mut self, batches: &mut Batches<'_>, scale: f32) -> Result<f32> {
+        self.forward_backward_update(batches, Some(scale))
+    }
+
+    fn forward_backward_update(
+        &mut self,
+        batches: &mut Batches<'_>,
+        scale: Option<f32>,
+    ) -> Result<f32> {
         self.net.zero_grads()?;
         let n = self.updater.config().iter_size.max(1);
         let mut loss = 0f32;
@@ -202,8 +226,10 @@ impl Solver {
             self.losses.pop_front();
         }
         let (params, grads) = self.net.buffers()?;
-        self.updater.apply(params, grads)?;
-        self.net.sync_params()?;
+        match scale {
+            None => self.updater.apply(params, grads)?,
+            Some(s) => self.updater.apply_scaled(params, grads, s)?,
+        };
         Ok(loss)
     }
 

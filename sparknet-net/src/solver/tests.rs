@@ -1,6 +1,7 @@
 //! Update rules against values worked out by hand from Caffe's formulas (scalar parameters).
 
 use super::*;
+use crate::Net;
 
 fn one(kind: SolverKind, f: impl FnOnce(&mut SolverConfig)) -> Updater {
     let mut c = SolverConfig { kind, base_lr: 0.1, ..Default::default() };
@@ -185,4 +186,123 @@ fn restore_then_continue_equals_the_uninterrupted_run() {
         let tail = run(&mut resumed, head[2], &grads[3..]);
         assert_eq!(&full[3..], &tail[..], "{kind:?}");
     }
+}
+
+/// `apply_scaled(s)` equals `apply` followed by multiplying every value by `s`, bit for bit, for
+/// every rule, including ranges with `lr_mult` 0 (as BatchNorm statistics are), which are scaled
+/// but not updated.
+#[test]
+fn scaled_update_equals_apply_then_scale_bit_for_bit() {
+    let ranges = vec![
+        ParamRange { offset: 0, len: 5, lr_mult: 1.0, decay_mult: 1.0 },
+        ParamRange { offset: 5, len: 3, lr_mult: 2.0, decay_mult: 0.0 },
+        // BatchNorm-like statistics: no rate, no decay.
+        ParamRange { offset: 8, len: 3, lr_mult: 0.0, decay_mult: 0.0 },
+    ];
+    let total = 11;
+    let value = |i: usize, t: usize| ((i * 7 + t * 13) % 17) as f32 * 0.137 - 1.1;
+    for kind in [
+        SolverKind::Sgd,
+        SolverKind::Nesterov,
+        SolverKind::AdaGrad,
+        SolverKind::RmsProp,
+        SolverKind::AdaDelta,
+        SolverKind::Adam,
+    ] {
+        for scale in [0.5f32, 1.0 / 3.0, 0.25, 1.0] {
+            let c = SolverConfig {
+                kind,
+                base_lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.01,
+                ..Default::default()
+            };
+            let mut plain = Updater::new(c.clone(), ranges.clone(), total).unwrap();
+            let mut fused = Updater::new(c, ranges.clone(), total).unwrap();
+            let mut w_plain: Vec<f32> = (0..total).map(|i| value(i, 0)).collect();
+            let mut w_fused = w_plain.clone();
+            for t in 1..4 {
+                let grads: Vec<f32> = (0..total).map(|i| value(i, t)).collect();
+                let (mut g_plain, mut g_fused) = (grads.clone(), grads);
+                let r1 = plain.apply(&mut w_plain, &mut g_plain).unwrap();
+                w_plain.iter_mut().for_each(|w| *w *= scale);
+                let r2 = fused.apply_scaled(&mut w_fused, &mut g_fused, scale).unwrap();
+                assert_eq!(r1, r2);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&w_fused), bits(&w_plain), "{kind:?} scale {scale} step {t}");
+                assert_eq!(bits(&g_fused), bits(&g_plain), "{kind:?}: the applied update");
+                assert_eq!(fused.state(), plain.state());
+            }
+            // The statistics were only scaled.
+            for (i, w) in w_fused.iter().enumerate().skip(8) {
+                assert_eq!(*w, value(i, 0) * scale * scale * scale, "{kind:?} {scale}");
+            }
+        }
+    }
+    let mut u = one(SolverKind::Sgd, |_| {});
+    let err = u.apply_scaled(&mut [0.0, 0.0], &mut [0.0], 0.5).unwrap_err();
+    assert!(err.to_string().contains("parameter buffer has 2 elements"), "{err}");
+}
+
+/// A net with an InnerProduct and a BatchNorm (whose statistics live in the parameter buffer).
+const IP_BN: &str = r#"
+  name: "ip_bn"
+  layer { name: "in" type: "Input" top: "x" top: "y"
+          input_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 2 } } }
+  layer { name: "ip" type: "InnerProduct" bottom: "x" top: "p"
+          inner_product_param { num_output: 2
+            weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: 0.1 } } }
+  layer { name: "bn" type: "BatchNorm" bottom: "p" top: "q" }
+  layer { name: "loss" type: "EuclideanLoss" bottom: "q" bottom: "y" top: "loss" }"#;
+
+fn ip_bn_solver() -> Solver {
+    let text = "base_lr: 0.05 momentum: 0.9 weight_decay: 0.01 lr_policy: 'fixed' random_seed: 5";
+    let mut p: crate::proto::SolverParameter =
+        crate::load::parse_text("caffe.SolverParameter", text, "s.prototxt".as_ref()).unwrap();
+    p.net_param = Some(crate::load::parse_net_text(IP_BN, "ip_bn.prototxt".as_ref()).unwrap());
+    Solver::from_param(&p, crate::NetConfig::default()).unwrap()
+}
+
+fn ip_bn_batch(t: usize) -> std::collections::HashMap<String, candle::Tensor> {
+    let v = |n: usize, k: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * k + t * 5) % 9) as f32 / 3.0 - 1.2).collect()
+    };
+    let dev = candle::Device::Cpu;
+    std::collections::HashMap::from([
+        ("x".to_string(), candle::Tensor::from_vec(v(12, 7), (4, 3), &dev).unwrap()),
+        ("y".to_string(), candle::Tensor::from_vec(v(8, 5), (4, 2), &dev).unwrap()),
+    ])
+}
+
+/// `Solver::step_once_scaled` equals `step_once` followed by scaling the whole buffer (BatchNorm
+/// statistics included), and the next step sees the scaled weights (the tensors are refreshed).
+#[test]
+fn scaled_solver_step_equals_step_then_scale() {
+    let bits = |s: &mut Solver| -> Vec<u32> {
+        s.net_mut().param_data().unwrap().iter().map(|x| x.to_bits()).collect()
+    };
+    let (mut plain, mut fused) = (ip_bn_solver(), ip_bn_solver());
+    assert_eq!(bits(&mut plain), bits(&mut fused), "same seed, same init");
+    for t in 0..3 {
+        let loss = plain.step_once(&mut |_: &Net| Ok(ip_bn_batch(t))).unwrap();
+        plain.net_mut().param_buffer().unwrap().iter_mut().for_each(|w| *w *= 0.5);
+        let loss_fused = fused.step_once_scaled(&mut |_: &Net| Ok(ip_bn_batch(t)), 0.5).unwrap();
+        assert_eq!(loss.to_bits(), loss_fused.to_bits(), "step {t}: the same weights went in");
+        assert_eq!(bits(&mut plain), bits(&mut fused), "step {t}");
+        assert_eq!(fused.iter(), t as u64 + 1);
+    }
+    // The BatchNorm statistics (mean, variance, scale factor) are in the buffer and were scaled.
+    let table = fused.net_mut().param_table().unwrap().to_vec();
+    let bn: Vec<_> = table.iter().filter(|e| e.layer == "bn").collect();
+    assert_eq!(bn.len(), 3);
+    let data = fused.net_mut().param_data().unwrap().to_vec();
+    let factor = data[bn[2].offset];
+    assert!(factor > 0.0 && factor < 1.0, "scale factor {factor} went through three scalings");
+    // A plain step after the scaled one starts from the scaled weights, as a sync would give.
+    plain.step_once(&mut |_: &Net| Ok(ip_bn_batch(9))).unwrap();
+    fused.step_once(&mut |_: &Net| Ok(ip_bn_batch(9))).unwrap();
+    assert_eq!(bits(&mut plain), bits(&mut fused));
+    let ip = fused.net().params()["ip"][0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let at = table.iter().find(|e| e.layer == "ip" && e.blob == 0).unwrap().offset;
+    assert_eq!(ip, fused.net_mut().param_data().unwrap()[at..at + 6]);
 }

@@ -6,7 +6,8 @@
 //! 3. per parameter blob: normalise by `iter_size`, add weight decay (`weight_decay * decay_mult`,
 //!    L2 or L1), compute the update value with the blob's rate (`rate * lr_mult`), which for SGD is
 //!    kept inside the momentum history;
-//! 4. apply `w -= update` and advance the iteration.
+//! 4. apply `w -= update` and advance the iteration ([`Updater::apply_scaled`] fuses a scaling of
+//!    the whole buffer into this pass: `w = (w - update) * scale`).
 //!
 //! (SparkNet's last release forgot to zero gradients and to advance the iteration; the caller zeroes
 //! gradients before the forward/backward passes, and [`Updater::apply`] advances `iter`.)
@@ -174,6 +175,35 @@ impl Updater {
     /// # Errors
     /// When a buffer's length differs from the parameter table's total.
     pub fn apply(&mut self, params: &mut [f32], grads: &mut [f32]) -> Result<f64, UpdateError> {
+        self.apply_inner(params, grads, None)
+    }
+
+    /// [`apply`](Self::apply) with its final pass fused with a scaling of the whole buffer:
+    /// `w = (w - u) * scale` for every value (BatchNorm statistics and other values the rule leaves
+    /// alone included, so they end up multiplied by `scale` too). The result is bit for bit that
+    /// of `apply` followed by multiplying every parameter by `scale`, in one pass instead of two.
+    ///
+    /// SparkNet's averaging uses it with `scale = 1 / K` on the last local step of a round, so
+    /// that the round's allreduce-sum directly yields the mean (see sparknet-mpi's
+    /// `Averager::average_prescaled`).
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply).
+    pub fn apply_scaled(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        scale: f32,
+    ) -> Result<f64, UpdateError> {
+        self.apply_inner(params, grads, Some(scale))
+    }
+
+    fn apply_inner(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        scale: Option<f32>,
+    ) -> Result<f64, UpdateError> {
         for (what, got) in [("parameter buffer", params.len()), ("gradient buffer", grads.len())] {
             if got != self.total {
                 return Err(UpdateError::Length { what, expected: self.total, got });
@@ -249,7 +279,10 @@ impl Updater {
                 }
             }
         }
-        params.iter_mut().zip(grads.iter()).for_each(|(w, u)| *w -= u);
+        match scale {
+            None => params.iter_mut().zip(grads.iter()).for_each(|(w, u)| *w -= u),
+            Some(s) => params.iter_mut().zip(grads.iter()).for_each(|(w, u)| *w = (*w - u) * s),
+        }
         self.state.iter += 1;
         self.state.current_step = self.config.lr_policy.multistep_index(self.state.iter);
         Ok(rate)

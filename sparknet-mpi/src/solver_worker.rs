@@ -67,8 +67,11 @@ impl SolverWorker {
         // partition (not test_iter batches), so that ranks' results add up exactly.
         let mut param = plan.solver.clone();
         param.test_iter.clear();
+        // Each replica draws its own Dropout masks (and other runtime randomness): the layers'
+        // streams are seeded with `random_seed + rank`. Rank 0 keeps the solver's seed, so one
+        // worker is the plain solver; the initial weights are rank 0's, broadcast to all.
         let config = NetConfig {
-            seed: Some(seed),
+            seed: Some(seed.wrapping_add(rank as u64)),
             input_shapes: train.input_shapes(),
             ..NetConfig::default()
         };

@@ -131,9 +131,30 @@ pub fn sgemm(
         }
         return Ok(());
     }
-    gemm_into(c, lhs, rhs, alpha, accumulate, parallelism(rayon::current_num_threads()));
+    let threads = rayon::current_num_threads();
+    if m == 1 && threads > 1 && n >= 2 * COL_BAND_MIN {
+        // A single row (InnerProduct at batch 1, a GEMV): each thread takes a band of columns,
+        // which is a contiguous piece of `c`; `gemm`'s own threading did not scale here.
+        let band = n.div_ceil(threads).max(COL_BAND_MIN);
+        c.par_chunks_mut(band).enumerate().for_each(|(i, c)| {
+            let j0 = i * band;
+            let cols = MatRef {
+                data: &rhs.data[j0 * rhs.cs..],
+                rows: k,
+                cols: c.len(),
+                rs: rhs.rs,
+                cs: rhs.cs,
+            };
+            gemm_into(c, lhs, cols, alpha, accumulate, Parallelism::None);
+        });
+        return Ok(());
+    }
+    gemm_into(c, lhs, rhs, alpha, accumulate, parallelism(threads));
     Ok(())
 }
+
+/// The fewest columns a thread takes when a one-row product is split by columns.
+const COL_BAND_MIN: usize = 64;
 
 /// Side of the square tiles [`transpose`] copies (a tile of each matrix stays in L1).
 const TILE: usize = 16;

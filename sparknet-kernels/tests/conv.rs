@@ -52,6 +52,9 @@ fn cases() -> Vec<(ConvGeometry, usize)> {
         (geom((3, 20, 20), 4, (3, 3), (1, 1), (1, 1), (1, 1), 1), 2),
         (geom((4, 17, 16), 4, (3, 3), (1, 1), (1, 1), (1, 1), 2), 2),
         (geom((3, 16, 16), 2, (1, 1), (1, 1), (0, 0), (1, 1), 1), 2),
+        // Batch 1 with enough output channels that a multi-thread forward splits them in bands.
+        (geom((4, 6, 6), 40, (3, 3), (1, 1), (1, 1), (1, 1), 1), 1),
+        (geom((4, 6, 6), 70, (3, 3), (1, 1), (1, 1), (1, 1), 2), 1),
     ]
 }
 

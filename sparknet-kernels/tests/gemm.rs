@@ -56,6 +56,31 @@ fn matches_direct_loops() {
     }
 }
 
+/// One row (InnerProduct at batch 1) on several threads is split into column bands.
+#[test]
+fn one_row_in_column_bands() {
+    for threads in [1, 2, 3, 7] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut r = rng(threads as u64);
+            for (n, k) in [(129usize, 40usize), (1000, 17), (64, 3)] {
+                for tb in [false, true] {
+                    let a = uniform(&mut r, k);
+                    let b = uniform(&mut r, k * n);
+                    let c0 = uniform(&mut r, n);
+                    for beta in [0.0, 1.0] {
+                        let mut c = c0.clone();
+                        sgemm(false, tb, 1, n, k, 1.5, &a, &b, beta, &mut c).unwrap();
+                        let expected = reference((false, tb), (1, n, k), (1.5, beta), &a, &b, &c0);
+                        let what = format!("{threads} threads, 1x{n}x{k} tb {tb} beta {beta}");
+                        assert_close(&what, &c, &expected, 1e-5);
+                    }
+                }
+            }
+        });
+    }
+}
+
 #[test]
 fn degenerate_sizes_and_bad_lengths() {
     let mut c = vec![3.0; 6];

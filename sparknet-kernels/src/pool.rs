@@ -191,16 +191,8 @@ impl PoolGeometry {
     }
 }
 
-/// Max over each window of one plane, with the flat argmax (first maximum wins, as in Caffe).
-fn max_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: Option<&mut [u32]>) {
-    match arg {
-        Some(a) => max_plane_impl::<true>(g, x, y, a),
-        None => max_plane_impl::<false>(g, x, y, &mut []),
-    }
-}
-
-/// [`max_plane`] monomorphised on whether the argmax is written, so the max-only loop stays a
-/// branch-free running maximum.
+/// Max over each window of one plane, with the flat argmax when `ARG` (first maximum wins, as in
+/// Caffe): the direct window scan.
 fn max_plane_impl<const ARG: bool>(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
     let (ow, w) = (g.out_w(), g.in_w);
     for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
@@ -224,6 +216,42 @@ fn max_plane_impl<const ARG: bool>(g: &PoolGeometry, x: &[f32], y: &mut [f32], a
             if ARG {
                 arg[py * ow + px] = (hs * w + at) as u32;
             }
+        }
+    }
+}
+
+/// Max over each window of one plane without the argmax (inference): separable, first the
+/// maximum of every input column over the window's rows (a vectorised pass over whole rows),
+/// then the maximum over each window's columns of those. Exactly the values of the window scan,
+/// which keeps its first tap and replaces it by any greater one: NaN taps never win, and a NaN
+/// first tap is never replaced. So both passes take the maximum over non-NaN values, and a
+/// window whose first tap is NaN gives NaN. (With the argmax, mixed f32/u32 selects compile to
+/// branches, which on real activations made a separable version slower than the scan, so that
+/// one stays direct.)
+fn max_plane_values(g: &PoolGeometry, x: &[f32], y: &mut [f32], cols: &mut [Vec<f32>; 2]) {
+    let (ow, w) = (g.out_w(), g.in_w);
+    let [cur, next] = cols;
+    cur.resize(w, 0.0);
+    next.resize(w, 0.0);
+    for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
+        let (hs, he, _) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+        cur.copy_from_slice(&x[hs * w..(hs + 1) * w]);
+        for r in hs + 1..he {
+            // Written to the other buffer: `*m = if v > *m { v } else { *m }` in place becomes
+            // a conditional store that does not vectorise.
+            for (n, (&m, &v)) in next.iter_mut().zip(cur.iter().zip(&x[r * w..(r + 1) * w])) {
+                *n = if v > m || m.is_nan() { v } else { m };
+            }
+            std::mem::swap(cur, next);
+        }
+        for (px, out) in y_row.iter_mut().enumerate() {
+            let (ws, we, _) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+            let mut best = cur[ws];
+            for &v in &cur[ws + 1..we] {
+                best = if v > best || best.is_nan() { v } else { best };
+            }
+            let first = x[hs * w + ws];
+            *out = if first.is_nan() { first } else { best };
         }
     }
 }
@@ -279,10 +307,13 @@ pub fn pool2d_forward(
     }
     let planes = output.par_chunks_mut(op).zip(input.par_chunks(ip));
     match (method, argmax) {
-        (PoolMethod::Max, Some(a)) => {
-            planes.zip(a.par_chunks_mut(op)).for_each(|((y, x), a)| max_plane(g, x, y, Some(a)))
-        }
-        (PoolMethod::Max, None) => planes.for_each(|(y, x)| max_plane(g, x, y, None)),
+        (PoolMethod::Max, Some(a)) => planes
+            .zip(a.par_chunks_mut(op))
+            .for_each(|((y, x), a)| max_plane_impl::<true>(g, x, y, a)),
+        (PoolMethod::Max, None) => planes.for_each_init(
+            || [Vec::new(), Vec::new()],
+            |cols, (y, x)| max_plane_values(g, x, y, cols),
+        ),
         (PoolMethod::Ave, _) => planes.for_each(|(y, x)| ave_plane(g, x, y)),
     }
     Ok(())

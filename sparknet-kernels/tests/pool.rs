@@ -140,6 +140,36 @@ fn max_ties_pick_caffes_first_maximum() {
     }
 }
 
+/// Without the argmax MAX runs a separate (separable) kernel: it must give the window scan's
+/// values bit for bit, NaN and ties included.
+#[test]
+fn max_values_only_equal_the_scan() {
+    use rand::Rng;
+    let mut r = rng(11);
+    for (ci, (g, batch)) in cases().into_iter().enumerate() {
+        for trial in 0..4 {
+            let x: Vec<f32> = (0..batch * g.input_len())
+                .map(|_| match r.random_range(0..5u8) {
+                    4 => f32::NAN,
+                    v => f32::from(v) - 1.5,
+                })
+                .collect();
+            let n_out = batch * g.output_len();
+            let (mut with_arg, mut arg) = (vec![0.0; n_out], vec![0u32; n_out]);
+            pool2d_forward(&g, batch, PoolMethod::Max, &x, &mut with_arg, Some(&mut arg)).unwrap();
+            let mut values = vec![0.0; n_out];
+            pool2d_forward(&g, batch, PoolMethod::Max, &x, &mut values, None).unwrap();
+            for (i, (a, b)) in values.iter().zip(&with_arg).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "case {ci} trial {trial} output {i}: values-only {a}, scan {b} ({g:?})"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn ave_divides_by_the_padded_window() {
     // 2x2 ones, kernel 2 stride 1 pad 1: 3x3 windows, each holding 1, 2 or 4 ones; the divisor

@@ -54,6 +54,9 @@ pub struct Pooling {
     uniforms: Vec<f32>,
     /// Whether the last forward sampled (STOCHASTIC in TRAIN), which selects the backward.
     sampled: bool,
+    /// Whether `argmax` belongs to the last MAX forward: a TEST forward with one top skips it
+    /// (the values-only kernel is about 2x faster) and a backward after it recomputes it.
+    argmax_ready: bool,
 }
 
 /// Builds a Pooling layer.
@@ -148,6 +151,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         rng: Rng::new(0),
         uniforms: Vec::new(),
         sampled: false,
+        argmax_ready: false,
     }))
 }
 
@@ -232,6 +236,12 @@ impl Layer for Pooling {
         if !a.propagate_down[0] {
             return Ok(Grads::bottoms(vec![None]));
         }
+        if self.method == Method::Kernel(PoolMethod::Max) && !self.argmax_ready {
+            // A backward after a TEST forward (which skips the argmax): the same forward again,
+            // with it. TRAIN runs MAX the same way in both phases, so the result is identical.
+            let ctx = ForwardCtx { phase: Phase::Train, device: a.ctx.device.clone() };
+            self.forward(&ctx, a.bottoms, &[])?;
+        }
         let x = a.bottoms[0];
         let [n, c, h, w] = nchw(&self.name, x.dims())?;
         let mut g = self.geometry(c, h, w);
@@ -288,6 +298,8 @@ impl Pooling {
         let len = n * c * out[0] * out[1];
         let mut y = vec![0f32; len];
         let name = &self.name;
+        let want_argmax = ctx.phase == Phase::Train || self.n_tops == 2;
+        self.argmax_ready = want_argmax;
         let argmax = &mut self.argmax;
         self.sampled = self.method == Method::Stochastic && ctx.phase == Phase::Train;
         if self.sampled {
@@ -298,7 +310,7 @@ impl Pooling {
         with_host(x, |xs| {
             match self.method {
                 Method::Kernel(m) => {
-                    let am = if m == PoolMethod::Max {
+                    let am = if m == PoolMethod::Max && want_argmax {
                         argmax.resize(len, 0);
                         Some(&mut argmax[..])
                     } else {

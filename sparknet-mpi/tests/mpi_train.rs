@@ -290,3 +290,55 @@ fn a_killed_rank_ends_the_training_job_non_zero_within_seconds() {
     let left: Vec<u32> = ranks.iter().map(|r| r.0).filter(|&pid| alive(pid)).collect();
     assert!(left.is_empty(), "ranks left running: {left:?}");
 }
+
+/// Issue 6's end-to-end check under MPI: `mpirun -n 2 sparknet-train`, LeNet, tau = 10, 300
+/// iterations per rank on each rank's half of MNIST: at least 95% on the MNIST test set (the
+/// accuracy summed over the ranks' test partitions).
+#[test]
+fn mpirun_two_ranks_reach_95_percent_on_mnist_in_300_iterations() {
+    const TEST: &str = "mpirun_two_ranks_mnist";
+    let Some(assets) = sparknet_testkit::assets_dir(TEST) else { return };
+    let Some((mpirun, open_mpi)) = launcher(TEST) else { return };
+    let _one_job = JOBS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let mnist = assets.join("data/mnist");
+    let mut sets = Vec::new();
+    for set in ["train", "t10k"] {
+        let out = tmp.path().join(format!("mnist-{set}"));
+        sparknet_data::convert::mnist::convert_mnist(
+            &mnist.join(format!("{set}-images-idx3-ubyte.gz")),
+            &mnist.join(format!("{set}-labels-idx1-ubyte.gz")),
+            &out,
+            4096,
+            None,
+            &|_| {},
+        )
+        .unwrap();
+        sets.push(out);
+    }
+    std::fs::write(tmp.path().join("lenet.prototxt"), LENET_NET).unwrap();
+    let solver = tmp.path().join("solver.prototxt");
+    std::fs::write(
+        &solver,
+        "net: \"lenet.prototxt\"\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\n\
+         lr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\nmax_iter: 300\nrandom_seed: 1\n\
+         test_initialization: false\nsnapshot_after_train: false\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(&mpirun);
+    if open_mpi {
+        cmd.arg("--oversubscribe");
+    }
+    cmd.args(["-n", "2"]).arg(env!("CARGO_BIN_EXE_sparknet-train"));
+    cmd.arg("--solver").arg(&solver).arg("--train-data").arg(&sets[0]);
+    cmd.arg("--test-data").arg(&sets[1]).args(["--tau", "10"]);
+    cmd.env("RAYON_NUM_THREADS", "1").current_dir(tmp.path());
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let done = json(stdout.lines().last().expect("a summary line"));
+    assert_eq!((done["workers"].as_u64(), done["iter"].as_u64()), (Some(2), Some(300)), "{done}");
+    let acc = done["test_accuracy"].as_f64().unwrap();
+    eprintln!("{TEST}: test accuracy {acc}");
+    assert!(acc >= 0.95, "test accuracy {acc} after 300 iterations per rank: {done}");
+}

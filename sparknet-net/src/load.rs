@@ -153,8 +153,21 @@ pub fn read_caffemodel(path: impl AsRef<Path>) -> Result<NetParameter> {
 /// # Errors
 /// I/O errors.
 pub fn write_caffemodel(path: impl AsRef<Path>, net: &NetParameter) -> Result<()> {
-    let path = path.as_ref();
-    std::fs::write(path, net.encode_to_vec()).map_err(|e| Error::io(path, e))
+    atomic_write(path.as_ref(), &net.encode_to_vec())
+}
+
+/// Writes `bytes` to a temporary beside `path`, flushes it to disk, then renames it over `path`:
+/// a crash leaves the old file or the new one, never a torn one.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp~");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Reads a binary `BlobProto` (`.binaryproto`, e.g. a mean image).

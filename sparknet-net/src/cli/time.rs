@@ -109,24 +109,14 @@ fn train_step_ms(
     iterations: usize,
 ) -> Result<f64> {
     use sparknet_net::proto::SolverParameter;
-    use sparknet_net::solver::{ParamRange, SolverConfig, Updater};
+    use sparknet_net::solver::{SolverConfig, updater_for};
     let param = SolverParameter {
         base_lr: Some(0.01),
         momentum: Some(0.9),
         weight_decay: Some(5e-4),
         ..SolverParameter::default()
     };
-    let ranges = net
-        .param_table()?
-        .iter()
-        .map(|e| ParamRange {
-            offset: e.offset,
-            len: e.len,
-            lr_mult: e.lr_mult,
-            decay_mult: e.decay_mult,
-        })
-        .collect();
-    let mut updater = Updater::new(SolverConfig::from_proto(&param)?, ranges, net.param_count()?)?;
+    let mut updater = updater_for(net, SolverConfig::from_proto(&param)?)?;
     let mut step = |net: &mut sparknet_net::Net| -> Result<()> {
         net.zero_grads()?;
         net.forward_backward(inputs)?;

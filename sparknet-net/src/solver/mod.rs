@@ -24,7 +24,7 @@ mod run;
 mod update;
 
 pub use config::{LrPolicy, Regularization, SolverConfig, SolverKind};
-pub use run::{Batches, Event, Solver, TestBatches, TestScore};
+pub use run::{Batches, Event, Solver, TestBatches, TestScore, updater_for};
 pub use update::{ParamRange, UpdateError, Updater, UpdaterState};
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use prost::Message;
 
 use super::{ParamRange, SolverConfig, Updater, UpdaterState};
 use crate::blob::blob_data;
-use crate::load::{read_caffemodel, read_net_prototxt, read_solver_prototxt, read_solverstate};
+use crate::load::{
+    atomic_write, read_caffemodel, read_net_prototxt, read_solver_prototxt, read_solverstate,
+};
 use crate::proto::{BlobProto, BlobShape, NetParameter, Phase, SolverParameter, SolverState};
 use crate::{Error, Net, NetConfig, Result};
 
@@ -123,18 +125,7 @@ impl Solver {
             .iter()
             .map(|d| Net::new(d, NetConfig { phase: Phase::Test, ..config.clone() }))
             .collect::<Result<Vec<_>>>()?;
-        let ranges: Vec<ParamRange> = net
-            .param_table()?
-            .iter()
-            .map(|e| ParamRange {
-                offset: e.offset,
-                len: e.len,
-                lr_mult: e.lr_mult,
-                decay_mult: e.decay_mult,
-            })
-            .collect();
-        let total = net.param_count()?;
-        let updater = Updater::new(SolverConfig::from_proto(param)?, ranges, total)?;
+        let updater = updater_for(&mut net, SolverConfig::from_proto(param)?)?;
         Ok(Solver { param: param.clone(), net, test_nets, updater, losses: VecDeque::new() })
     }
 
@@ -420,8 +411,21 @@ impl Solver {
     }
 }
 
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+/// A fresh [`Updater`] for `net`'s flat parameter buffer: one range per learnable blob, with its
+/// `lr_mult` and `decay_mult` (Caffe's `learnable_params` order).
+///
+/// # Errors
+/// When the parameter table cannot be built (shapes unknown).
+pub fn updater_for(net: &mut Net, config: SolverConfig) -> Result<Updater> {
+    let ranges = net
+        .param_table()?
+        .iter()
+        .map(|e| ParamRange {
+            offset: e.offset,
+            len: e.len,
+            lr_mult: e.lr_mult,
+            decay_mult: e.decay_mult,
+        })
+        .collect();
+    Ok(Updater::new(config, ranges, net.param_count()?)?)
 }

@@ -191,9 +191,9 @@ impl PoolGeometry {
     }
 }
 
-/// Max over each window of one plane, with the flat argmax when `ARG` (first maximum wins, as in
-/// Caffe): the direct window scan.
-fn max_plane_impl<const ARG: bool>(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
+/// Max over each window of one plane with its flat argmax (first maximum wins, as in Caffe): the
+/// direct window scan.
+fn max_plane_argmax(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
     let (ow, w) = (g.out_w(), g.in_w);
     for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
         let (hs, he, _) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
@@ -207,15 +207,11 @@ fn max_plane_impl<const ARG: bool>(g: &PoolGeometry, x: &[f32], y: &mut [f32], a
                 for (dx, &v) in row[ws..we].iter().enumerate() {
                     let greater = v > best;
                     best = if greater { v } else { best };
-                    if ARG {
-                        at = if greater { r * w + ws + dx } else { at };
-                    }
+                    at = if greater { r * w + ws + dx } else { at };
                 }
             }
             *out = best;
-            if ARG {
-                arg[py * ow + px] = (hs * w + at) as u32;
-            }
+            arg[py * ow + px] = (hs * w + at) as u32;
         }
     }
 }
@@ -307,9 +303,9 @@ pub fn pool2d_forward(
     }
     let planes = output.par_chunks_mut(op).zip(input.par_chunks(ip));
     match (method, argmax) {
-        (PoolMethod::Max, Some(a)) => planes
-            .zip(a.par_chunks_mut(op))
-            .for_each(|((y, x), a)| max_plane_impl::<true>(g, x, y, a)),
+        (PoolMethod::Max, Some(a)) => {
+            planes.zip(a.par_chunks_mut(op)).for_each(|((y, x), a)| max_plane_argmax(g, x, y, a))
+        }
         (PoolMethod::Max, None) => planes.for_each_init(
             || [Vec::new(), Vec::new()],
             |cols, (y, x)| max_plane_values(g, x, y, cols),

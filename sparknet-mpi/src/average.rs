@@ -146,11 +146,7 @@ impl Averager {
         comm: &C,
         params: &mut [f32],
     ) -> Result<RoundStats> {
-        let start = Instant::now();
-        self.sleep();
-        comm.all_reduce_mean(params)?;
-        self.rounds += 1;
-        Ok(RoundStats { elements: params.len(), comm: start.elapsed(), delay: self.comm_delay })
+        self.round(params, |p| comm.all_reduce_mean(p))
     }
 
     /// Like [`average`](Averager::average) for parameters the caller has already multiplied by
@@ -167,9 +163,18 @@ impl Averager {
         comm: &C,
         params: &mut [f32],
     ) -> Result<RoundStats> {
+        self.round(params, |p| comm.all_reduce_sum(p))
+    }
+
+    /// One timed round over `params`: the configured delay, then `reduce`.
+    fn round(
+        &mut self,
+        params: &mut [f32],
+        reduce: impl FnOnce(&mut [f32]) -> Result<()>,
+    ) -> Result<RoundStats> {
         let start = Instant::now();
         self.sleep();
-        comm.all_reduce_sum(params)?;
+        reduce(params)?;
         self.rounds += 1;
         Ok(RoundStats { elements: params.len(), comm: start.elapsed(), delay: self.comm_delay })
     }

@@ -77,6 +77,32 @@ fn start_job(dir: &Path, mpirun: &Path, open_mpi: bool) -> Child {
     cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
 }
 
+/// A job of [`start_job`] that has printed its first line (the initial test at iteration 0).
+struct Started {
+    /// Held for the job's lifetime: one job at a time.
+    _one_job: std::sync::MutexGuard<'static, ()>,
+    tmp: tempfile::TempDir,
+    child: Child,
+    lines: Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts the small job and waits for its first JSON line; `None` (after a SKIPPED line) without
+/// a launcher.
+fn started(test: &str) -> Option<Started> {
+    let (mpirun, open_mpi) = launcher(test)?;
+    let one_job = JOBS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = start_job(tmp.path(), &mpirun, open_mpi);
+    let (lines, stderr) = pipes(&mut child);
+    let Ok(first) = lines.recv_timeout(START_LIMIT) else {
+        let status = wait_for(&mut child, Duration::ZERO);
+        panic!("no JSON line within {START_LIMIT:?} ({status:?}): {}", stderr.join().unwrap());
+    };
+    assert_eq!(json(&first)["iter"], 0, "the initial test: {first}");
+    Some(Started { _one_job: one_job, tmp, child, lines, stderr })
+}
+
 /// The job's stdout lines as they come, and its stderr once it is closed.
 fn pipes(child: &mut Child) -> (Receiver<String>, std::thread::JoinHandle<String>) {
     let (tx, rx) = channel();
@@ -150,16 +176,9 @@ fn alive(pid: u32) -> bool {
 /// SIGTERM or SIGINT to mpirun: Open MPI forwards it to every rank; each rank's handler sets its
 /// stop flag, the ranks agree to stop after the current round, rank 0 snapshots and the job ends.
 fn signal_snapshots_and_ends_the_job(sig: libc::c_int, test: &str) {
-    let Some((mpirun, open_mpi)) = launcher(test) else { return };
-    let _one_job = JOBS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let tmp = tempfile::tempdir().unwrap();
-    let mut child = start_job(tmp.path(), &mpirun, open_mpi);
-    let (lines, stderr) = pipes(&mut child);
-    let Ok(first) = lines.recv_timeout(START_LIMIT) else {
-        let status = wait_for(&mut child, Duration::ZERO);
-        panic!("no JSON line within {START_LIMIT:?} ({status:?}): {}", stderr.join().unwrap());
+    let Some(Started { _one_job, tmp, mut child, lines, stderr }) = started(test) else {
+        return;
     };
-    assert_eq!(json(&first)["iter"], 0, "the initial test: {first}");
     let signalled = Instant::now();
     signal(child.id(), sig);
     let status = wait_for(&mut child, END_LIMIT);
@@ -257,16 +276,10 @@ fn ranks_below(root: u32) -> Vec<(u32, Option<u32>)> {
 /// run, rank 1 killed with SIGKILL while rank 0 trains and waits for it in the next allreduce).
 #[test]
 fn a_killed_rank_ends_the_training_job_non_zero_within_seconds() {
-    let Some((mpirun, open_mpi)) = launcher("killed_rank") else { return };
-    let _one_job = JOBS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let tmp = tempfile::tempdir().unwrap();
-    let mut child = start_job(tmp.path(), &mpirun, open_mpi);
-    let (lines, stderr) = pipes(&mut child);
-    let Ok(first) = lines.recv_timeout(START_LIMIT) else {
-        let status = wait_for(&mut child, Duration::ZERO);
-        panic!("no JSON line within {START_LIMIT:?} ({status:?}): {}", stderr.join().unwrap());
+    let Some(Started { _one_job, tmp: _tmp, mut child, lines, stderr }) = started("killed_rank")
+    else {
+        return;
     };
-    assert_eq!(json(&first)["iter"], 0, "the initial test: {first}");
     let ranks = ranks_below(child.id());
     assert_eq!(ranks.len(), 2, "two sparknet-train ranks under mpirun: {ranks:?}");
     let (victim, _) = ranks

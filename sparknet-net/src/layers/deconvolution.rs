@@ -160,7 +160,7 @@ impl Layer for Deconvolution {
                     let plane = g.in_h * g.in_w;
                     let mut gb = vec![0f32; no];
                     for (i, chunk) in dy.chunks(plane).enumerate() {
-                        gb[i % no] += chunk.iter().sum::<f32>();
+                        gb[i % no] += sparknet_kernels::sum(chunk);
                     }
                     Some(from_host(gb, &[no], dev)?)
                 } else {

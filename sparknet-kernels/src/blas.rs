@@ -2,6 +2,7 @@
 //! strided helper the convolution kernels use.
 
 use crate::error::{Result, check_len, geometry};
+use crate::simd::multiversion;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -92,6 +93,54 @@ pub(crate) fn gemm_into(
     }
 }
 
+/// `dst = lhs * rhs (+ dst if accumulate)` for a strided destination: element `(i, j)` of the
+/// `m x n` result lives at `dst + i * dst_rs + j`. Single-threaded.
+///
+/// # Safety
+/// `dst` must be valid for reads and writes at every such element, and nothing else may read
+/// or write those elements during the call (other threads may use the rest of the buffer).
+///
+/// # Panics
+/// When `lhs`/`rhs` do not fit their slices or their shapes disagree (internal invariants).
+pub(crate) unsafe fn gemm_strided(
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert!(rhs.rows == k && lhs.in_bounds() && rhs.in_bounds() && k > 0);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the caller guarantees `dst`'s m x n elements (row stride `dst_rs`) are valid and
+    // exclusively ours; the assert proves the two read-only views lie inside their slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
 /// Row-major SGEMM: `C = alpha * op(A) * op(B) + beta * C`, multithreaded through `gemm` with
 /// `rayon::current_num_threads()` threads.
 ///
@@ -151,6 +200,109 @@ pub fn sgemm(
     }
     gemm_into(c, lhs, rhs, alpha, accumulate, parallelism(threads));
     Ok(())
+}
+
+/// Matrix-vector product `y = W x (+ bias)` for a row-major `n x k` matrix `W`: InnerProduct
+/// at batch 1 with Caffe's `N x K` weights. **Overwrites** `y` (`n` long).
+///
+/// Each output is one dot product over a contiguous row of `W`, so the matrix streams from
+/// memory once, in order, and nothing is packed; rows are spread over the rayon pool. This is
+/// memory-bound (AlexNet's fc6 reads 151 MB per call), which is why it beats a GEMM with one
+/// row, whose packing copies the matrix first.
+///
+/// # Errors
+/// [`KernelError::Length`](crate::KernelError::Length) when a slice disagrees with `n`, `k`.
+pub fn gemv(
+    n: usize,
+    k: usize,
+    w: &[f32],
+    x: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    const K: &str = "gemv";
+    let len = n.checked_mul(k).ok_or_else(|| geometry(K, format!("size {n} x {k} overflows")))?;
+    check_len(K, "w", len, w.len())?;
+    check_len(K, "x", k, x.len())?;
+    check_len(K, "y", n, y.len())?;
+    if let Some(b) = bias {
+        check_len(K, "bias", n, b.len())?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        match bias {
+            Some(b) => y.copy_from_slice(b),
+            None => y.fill(0.0),
+        }
+        return Ok(());
+    }
+    // About 256 KiB of matrix per task (whole groups of four rows): enough to amortise
+    // scheduling, small enough to balance.
+    let rows = (GEMV_TASK_FLOATS / k / 4 * 4).clamp(4, n.next_multiple_of(4));
+    y.par_chunks_mut(rows).zip(w.par_chunks(rows * k)).enumerate().for_each(|(i, (y, w))| {
+        let b = bias.map(|b| &b[i * rows..i * rows + y.len()]);
+        gemv_rows(w, x, b, y);
+    });
+    Ok(())
+}
+
+/// Matrix floats per [`gemv`] task.
+const GEMV_TASK_FLOATS: usize = 64 * 1024;
+
+multiversion! {
+    /// [`gemv_rows_body`] on the widest vectors the CPU has.
+    fn gemv_rows(w: &[f32], x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) => gemv_rows_body;
+}
+
+/// `y[i] = dot(row i of w, x) (+ bias[i])` for the `y.len()` rows of `w`, four rows at a time
+/// (each vector of `x` loaded once for all four; one vector of partial sums per row).
+#[inline(always)] // compiled into each of `multiversion!`'s copies
+fn gemv_rows_body(w: &[f32], x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let k = x.len();
+    let done = y.len() / 4 * 4;
+    let (quads, rest) = y.split_at_mut(done);
+    for (q, (rows, out)) in w.chunks_exact(4 * k).zip(quads.chunks_exact_mut(4)).enumerate() {
+        let (r01, r23) = rows.split_at(2 * k);
+        let d = dot4([&r01[..k], &r01[k..], &r23[..k], &r23[k..]], x);
+        for (j, (o, d)) in out.iter_mut().zip(d).enumerate() {
+            *o = d + bias.map_or(0.0, |b| b[4 * q + j]);
+        }
+    }
+    for (i, (row, out)) in w[done * k..].chunks_exact(k).zip(rest).enumerate() {
+        *out = dot4([row, row, row, row], x)[0] + bias.map_or(0.0, |b| b[done + i]);
+    }
+}
+
+/// Vector width of [`dot4`]'s partial sums.
+const LANES: usize = 16;
+
+/// Four dot products with `x`: per row one vector of [`LANES`] partial sums, then those and
+/// the tail (`x.len() % LANES` elements) in order. (Written as whole-chunk loops over
+/// `chunks_exact`, so the compiler sees every index in bounds and keeps the sums in registers;
+/// the variants with more sums per row measured slower.)
+#[inline(always)]
+fn dot4(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+    let (mut s0, mut s1, mut s2, mut s3) =
+        ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let [r0, r1, r2, r3] = rows.map(|r| r.chunks_exact(LANES));
+    let chunks = x.chunks_exact(LANES).zip(r0).zip(r1).zip(r2).zip(r3);
+    for ((((x, a), b), c), d) in chunks {
+        for j in 0..LANES {
+            s0[j] += a[j] * x[j];
+            s1[j] += b[j] * x[j];
+            s2[j] += c[j] * x[j];
+            s3[j] += d[j] * x[j];
+        }
+    }
+    let n = x.len() / LANES * LANES;
+    let mut out = [0f32; 4];
+    for ((o, s), row) in out.iter_mut().zip([s0, s1, s2, s3]).zip(rows) {
+        let tail: f32 = row[n..].iter().zip(&x[n..]).map(|(a, b)| a * b).sum();
+        *o = s.iter().sum::<f32>() + tail;
+    }
+    out
 }
 
 /// The fewest columns a thread takes when a one-row product is split by columns.

@@ -1,10 +1,12 @@
 //! 2-D convolution with Caffe semantics: im2col + one GEMM per sample and group.
 
-use crate::blas::{MatRef, gemm_into, parallelism};
+use crate::blas::{MatRef, gemm_into, gemm_strided, parallelism};
 use crate::error::{Result, check_len, geometry};
-use crate::im2col::{col2im, im2col};
+use crate::im2col::{col2im, im2col, im2col_par};
+use crate::simd::multiversion;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// One 2-D convolution, Caffe semantics (NCHW input, weights `[out, in/groups, kh, kw]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,52 +249,190 @@ fn check_io(
     check_len(kernel, "weight", g.weight_len(), weight)
 }
 
-/// `y = W * im2col(x) (+ bias)` for one sample.
-fn forward_sample(
-    g: &ConvGeometry,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    col: &mut [f32],
-    par: Parallelism,
-) {
-    let (mg, kg, ohw) = g.group_dims();
-    let src: &[f32] = if g.is_pointwise() {
-        x
-    } else {
-        im2col(g, x, col);
-        col
-    };
-    // The bias is written first and the GEMM accumulates onto it (one pass over `y` fewer).
-    if let Some(b) = bias {
-        for (row, &b) in y.chunks_exact_mut(ohw).zip(b) {
-            row.fill(b);
-        }
-    }
-    for grp in 0..g.groups {
-        let y = &mut y[grp * mg * ohw..(grp + 1) * mg * ohw];
-        let w = &w[grp * mg * kg..(grp + 1) * mg * kg];
-        let rhs = MatRef::row_major(&src[grp * kg * ohw..(grp + 1) * kg * ohw], kg, ohw);
-        match par {
-            // One sample on several threads: each takes a band of output channels (disjoint
-            // rows of `y`). `gemm`'s own threading scaled only 1.1-1.4x on two threads for
-            // AlexNet's layers at batch 1.
-            Parallelism::Rayon(threads) if threads > 1 && mg >= 2 * ROW_BAND_MIN => {
-                let band = mg.div_ceil(threads).max(ROW_BAND_MIN);
-                y.par_chunks_mut(band * ohw).zip(w.par_chunks(band * kg)).for_each(|(y, w)| {
-                    let rows = y.len() / ohw;
-                    let lhs = MatRef::row_major(w, rows, kg);
-                    gemm_into(y, lhs, rhs, 1.0, bias.is_some(), Parallelism::None);
-                });
-            }
-            _ => gemm_into(y, MatRef::row_major(w, mg, kg), rhs, 1.0, bias.is_some(), par),
+/// An elementwise function [`conv2d_forward_with`] applies to the output after the bias, band by
+/// band while the output is still in cache (Caffe runs it as a separate in-place layer, which
+/// reads and writes the whole blob once more).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Activation {
+    /// The output as is.
+    #[default]
+    Identity,
+    /// Caffe's ReLU: `y > 0 ? y : negative_slope * y` (for slope 0, `max(y, 0)`, which maps
+    /// NaN to 0 as candle's `relu` does).
+    Relu {
+        /// Caffe's `relu_param.negative_slope`.
+        negative_slope: f32,
+    },
+}
+
+impl Activation {
+    /// Applies the function to every element of `y` in place.
+    pub fn apply(self, y: &mut [f32]) {
+        if self != Activation::Identity {
+            activate(self, y);
         }
     }
 }
 
-/// The fewest output channels a thread takes when one sample's forward GEMM is split by rows.
-const ROW_BAND_MIN: usize = 16;
+multiversion! {
+    /// [`apply_activation`] on the widest vectors the CPU has.
+    fn activate(act: Activation, y: &mut [f32]) => apply_activation;
+}
+
+#[inline(always)] // compiled into each of `multiversion!`'s copies
+fn apply_activation(act: Activation, y: &mut [f32]) {
+    match act {
+        Activation::Identity => {}
+        Activation::Relu { negative_slope: 0.0 } => {
+            for v in y {
+                *v = v.max(0.0);
+            }
+        }
+        Activation::Relu { negative_slope } => {
+            for v in y {
+                *v = if *v > 0.0 { *v } else { negative_slope * *v };
+            }
+        }
+    }
+}
+
+/// What [`conv2d_forward_with`] adds to `W * im2col(x)`: an optional bias per output channel,
+/// then an [`Activation`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Epilogue<'a> {
+    /// One value per output channel (`out_channels` long), or none.
+    pub bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub activation: Activation,
+}
+
+/// The output of one sample and group, shared by the tasks that each write one tile of it.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut MaybeUninit<f32>,
+    /// Columns (output positions) per row (output channel).
+    cols: usize,
+}
+
+// SAFETY: `Out` is only used by `product_tiles`, whose tasks write pairwise disjoint tiles of
+// the buffer it points to while the caller's `&mut` borrow of that buffer is held.
+unsafe impl Send for Out {}
+// SAFETY: as above.
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The address of element `(r, c)` (a method, so closures capture the whole `Out`, which
+    /// is `Send`, rather than its raw pointer field).
+    fn at(&self, r: usize, c: usize) -> *mut MaybeUninit<f32> {
+        self.ptr.wrapping_add(r * self.cols + c)
+    }
+}
+
+/// Output floats per tile: about a quarter of a core's L2, so the bias fill, the GEMM's
+/// accumulation and the activation all find the tile in cache.
+const TILE_FLOATS: usize = 32 * 1024;
+
+/// The fewest rows or columns a tile has.
+const TILE_MIN: usize = 16;
+
+/// `y = act(w * rhs + bias)` (`y` is `w.rows x rhs.cols`, row-major, written without being
+/// read, so it may start uninitialised), in tiles of about
+/// [`TILE_FLOATS`] outputs, run on the rayon pool when `threads > 1`.
+///
+/// The split is along the longer side of `y`: bands of output channels when there are more
+/// channels than positions (each tile then packs only its rows of the weights), blocks of
+/// columns otherwise (each packs only its columns of `rhs`). Every element gets its bias first
+/// and the GEMM accumulates onto it, so the result is bit-identical to adding it afterwards.
+fn product_tiles(
+    y: &mut [MaybeUninit<f32>],
+    w: &[f32],
+    rhs: MatRef<'_>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    threads: usize,
+) {
+    let (k, n) = (rhs.rows, rhs.cols);
+    let m = y.len() / n.max(1);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let by_rows = m > n;
+    let long = if by_rows { m } else { n };
+    let short = if by_rows { n } else { m };
+    let parts = (m * n).div_ceil(TILE_FLOATS).max(threads).min(long.div_ceil(TILE_MIN)).max(1);
+    let step = long.div_ceil(parts);
+    let tiles = long.div_ceil(step);
+    let out = Out { ptr: y.as_mut_ptr(), cols: n };
+    let tile = |t: usize| {
+        let (lo, hi) = (t * step, ((t + 1) * step).min(long));
+        let (r0, r1, c0, c1) = if by_rows { (lo, hi, 0, short) } else { (0, short, lo, hi) };
+        let lhs = MatRef::row_major(&w[r0 * k..r1 * k], r1 - r0, k);
+        let cols = MatRef { data: &rhs.data[c0 * rhs.cs..], rows: k, cols: c1 - c0, ..rhs };
+        // SAFETY: tile `t` covers rows r0..r1 and columns c0..c1 of the `m x n` buffer `y` (still mutably borrowed by this function); tiles of one call are disjoint
+        // (consecutive ranges along one side, the whole other side), so no two tasks touch the
+        // same element, and every row segment formed below lies inside `y`. Without a bias
+        // the GEMM overwrites the tile without reading it; with one, the fill initialises it
+        // first. Either way the tile is initialised before it is viewed as `f32` for `act`.
+        unsafe {
+            let at = out.at(r0, c0);
+            let row = |i: usize| std::slice::from_raw_parts_mut(at.add(i * out.cols), c1 - c0);
+            if let Some(b) = bias {
+                for (i, &b) in b[r0..r1].iter().enumerate() {
+                    row(i).fill(MaybeUninit::new(b));
+                }
+            }
+            gemm_strided(at.cast::<f32>(), out.cols, lhs, cols, bias.is_some());
+            if act != Activation::Identity {
+                for i in 0..r1 - r0 {
+                    let row = std::slice::from_raw_parts_mut(at.add(i * out.cols).cast(), c1 - c0);
+                    act.apply(row);
+                }
+            }
+        }
+    };
+    if threads > 1 && tiles > 1 {
+        (0..tiles).into_par_iter().for_each(tile);
+    } else {
+        (0..tiles).for_each(tile);
+    }
+}
+
+/// `y = act(W * im2col(x) + bias)` for one sample. With several threads (`par`), the sample
+/// itself is split: im2col over input channels, then the product in tiles over the threads,
+/// bias and activation included, so no serial pass is left.
+fn forward_sample(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    epi: Epilogue<'_>,
+    y: &mut [MaybeUninit<f32>],
+    col: &mut [f32],
+    par: Parallelism,
+) {
+    let (mg, kg, ohw) = g.group_dims();
+    let threads = match par {
+        Parallelism::Rayon(t) => t.max(1),
+        _ => 1,
+    };
+    let src: &[f32] = match (g.is_pointwise(), threads > 1) {
+        (true, _) => x,
+        (false, true) => {
+            im2col_par(g, x, col);
+            col
+        }
+        (false, false) => {
+            im2col(g, x, col);
+            col
+        }
+    };
+    for grp in 0..g.groups {
+        let y = &mut y[grp * mg * ohw..(grp + 1) * mg * ohw];
+        let w = &w[grp * mg * kg..(grp + 1) * mg * kg];
+        let b = epi.bias.map(|b| &b[grp * mg..(grp + 1) * mg]);
+        let rhs = MatRef::row_major(&src[grp * kg * ohw..(grp + 1) * kg * ohw], kg, ohw);
+        product_tiles(y, w, rhs, b, epi.activation, threads);
+    }
+}
 
 /// Forward convolution: `output[n] = W * im2col(input[n]) (+ bias per output channel)`.
 ///
@@ -308,9 +448,33 @@ pub fn conv2d_forward(
     output: &mut [f32],
     ws: &mut Workspace,
 ) -> Result<()> {
+    let epi = Epilogue { bias, activation: Activation::Identity };
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `conv2d_forward_with` only ever
+    // stores initialised values into its output (it never writes `MaybeUninit::uninit()`), so
+    // `output` holds valid `f32`s whenever the borrow ends.
+    let output = unsafe { &mut *(std::ptr::from_mut(output) as *mut [MaybeUninit<f32>]) };
+    conv2d_forward_with(g, batch, input, weight, epi, output, ws)
+}
+
+/// [`conv2d_forward`] followed by an [`Activation`]: `output[n] = act(W * im2col(input[n]) +
+/// bias)`, the activation applied while each tile of the output is still in cache. Bit-identical
+/// to [`conv2d_forward`] then [`Activation::apply`].
+///
+/// `output` may be uninitialised (a fresh `Vec::with_capacity`'s spare capacity): it is never
+/// read, and when this returns `Ok` every element of it has been written. On `Err` nothing has
+/// been written.
+pub fn conv2d_forward_with(
+    g: &ConvGeometry,
+    batch: usize,
+    input: &[f32],
+    weight: &[f32],
+    epilogue: Epilogue<'_>,
+    output: &mut [MaybeUninit<f32>],
+    ws: &mut Workspace,
+) -> Result<()> {
     const K: &str = "conv2d_forward";
     check_io(K, g, batch, ("input", input.len()), ("output", output.len()), weight.len())?;
-    if let Some(b) = bias {
+    if let Some(b) = epilogue.bias {
         check_len(K, "bias", g.out_channels, b.len())?;
     }
     if batch == 0 {
@@ -325,7 +489,7 @@ pub fn conv2d_forward(
         .zip(cols.par_chunks_mut(col_len))
         .for_each(|((ys, xs), col)| {
             for (y, x) in ys.chunks_exact_mut(out_s).zip(xs.chunks_exact(in_s)) {
-                forward_sample(g, x, weight, bias, y, col, p.inner);
+                forward_sample(g, x, weight, epilogue, y, col, p.inner);
             }
         });
     Ok(())

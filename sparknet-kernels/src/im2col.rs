@@ -5,6 +5,7 @@
 //! `(ki, kj)` for every output position (zero where the tap falls into the padding).
 
 use crate::conv::ConvGeometry;
+use rayon::prelude::*;
 
 /// For kernel tap offset `off` (`k * dilation - pad`), the output range `[lo, hi)` whose taps
 /// `o * stride + off` fall inside `[0, len)`, and the input index of the first one.
@@ -47,30 +48,47 @@ fn taps(g: &ConvGeometry) -> Taps {
 
 /// Fills `col` (`in_channels * kh * kw` x `out_h * out_w`) from one sample `x` (`C x H x W`).
 pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
-    let (h, w) = (g.in_h, g.in_w);
-    let (oh, ow) = (g.out_h(), g.out_w());
-    let ohw = oh * ow;
     let t = taps(g);
-    let mut rows = col[..g.in_channels * g.kernel_h * g.kernel_w * ohw].chunks_exact_mut(ohw);
-    for plane in x[..g.in_channels * h * w].chunks_exact(h * w) {
-        for &(ylo, yhi, y0) in &t.rows {
-            for &(xlo, xhi, x0) in &t.cols {
-                let Some(row) = rows.next() else { return };
-                row[..ylo * ow].fill(0.0);
-                row[yhi * ow..].fill(0.0);
-                let n = xhi - xlo;
-                for (r, out) in row[ylo * ow..yhi * ow].chunks_exact_mut(ow).enumerate() {
-                    let iy = y0 + r * g.stride_h;
-                    let src = &plane[iy * w..(iy + 1) * w];
-                    out[..xlo].fill(0.0);
-                    out[xhi..].fill(0.0);
-                    let dst = &mut out[xlo..xhi];
-                    if g.stride_w == 1 {
-                        dst.copy_from_slice(&src[x0..x0 + n]);
-                    } else {
-                        for (d, s) in dst.iter_mut().zip(src[x0..].iter().step_by(g.stride_w)) {
-                            *d = *s;
-                        }
+    let (hw, per_plane) = (g.in_h * g.in_w, g.kernel_h * g.kernel_w * g.out_h() * g.out_w());
+    let planes = x[..g.in_channels * hw].chunks_exact(hw);
+    for (plane, rows) in planes.zip(col[..g.in_channels * per_plane].chunks_exact_mut(per_plane)) {
+        im2col_plane(g, &t, plane, rows);
+    }
+}
+
+/// [`im2col`] with the input channels spread over the rayon pool (for one sample on several
+/// threads, where the serial copy would leave the other threads idle).
+pub(crate) fn im2col_par(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+    let t = taps(g);
+    let (hw, per_plane) = (g.in_h * g.in_w, g.kernel_h * g.kernel_w * g.out_h() * g.out_w());
+    let planes = x[..g.in_channels * hw].par_chunks_exact(hw);
+    let rows = col[..g.in_channels * per_plane].par_chunks_exact_mut(per_plane);
+    planes.zip(rows).for_each(|(plane, rows)| im2col_plane(g, &t, plane, rows));
+}
+
+/// The `kh * kw` column rows of one input channel `plane` (`H x W`).
+fn im2col_plane(g: &ConvGeometry, t: &Taps, plane: &[f32], rows: &mut [f32]) {
+    let w = g.in_w;
+    let ow = g.out_w();
+    let ohw = g.out_h() * ow;
+    let mut rows = rows.chunks_exact_mut(ohw);
+    for &(ylo, yhi, y0) in &t.rows {
+        for &(xlo, xhi, x0) in &t.cols {
+            let Some(row) = rows.next() else { return };
+            row[..ylo * ow].fill(0.0);
+            row[yhi * ow..].fill(0.0);
+            let n = xhi - xlo;
+            for (r, out) in row[ylo * ow..yhi * ow].chunks_exact_mut(ow).enumerate() {
+                let iy = y0 + r * g.stride_h;
+                let src = &plane[iy * w..(iy + 1) * w];
+                out[..xlo].fill(0.0);
+                out[xhi..].fill(0.0);
+                let dst = &mut out[xlo..xhi];
+                if g.stride_w == 1 {
+                    dst.copy_from_slice(&src[x0..x0 + n]);
+                } else {
+                    for (d, s) in dst.iter_mut().zip(src[x0..].iter().step_by(g.stride_w)) {
+                        *d = *s;
                     }
                 }
             }

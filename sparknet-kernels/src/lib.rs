@@ -38,10 +38,11 @@
 //! # Overwrite or accumulate
 //! | function | writes |
 //! |---|---|
-//! | [`conv2d_forward`] | overwrites `output` |
+//! | [`conv2d_forward`] / [`conv2d_forward_with`] | overwrites `output` |
 //! | [`conv2d_backward_data`] | overwrites `grad_input` |
 //! | [`conv2d_backward_params`] | **accumulates** (`+=`) into `grad_weight` and `grad_bias` (Caffe accumulates parameter diffs; zero them once per iteration) |
 //! | [`sgemm`] | `C = alpha * op(A) * op(B) + beta * C` (`beta = 0` overwrites, ignoring old `C`) |
+//! | [`gemv`] | overwrites `y` |
 //! | [`pool2d_forward`] / [`pool2d_backward`] | overwrite `output` + `argmax` / `grad_input` |
 //! | [`stochastic_pool_forward_train`] / [`stochastic_pool_forward_test`] | overwrite `output` (+ `index`) |
 //! | [`stochastic_pool_backward_train`] / [`stochastic_pool_backward_test`] | overwrite `grad_input` |
@@ -82,10 +83,13 @@ mod im2col;
 mod lrn;
 mod pool;
 mod pool_stochastic;
+#[macro_use]
+mod simd;
 
-pub use blas::{sgemm, sum, transpose};
+pub use blas::{gemv, sgemm, sum, transpose};
 pub use conv::{
-    ConvGeometry, Workspace, conv2d_backward_data, conv2d_backward_params, conv2d_forward,
+    Activation, ConvGeometry, Epilogue, Workspace, conv2d_backward_data, conv2d_backward_params,
+    conv2d_forward, conv2d_forward_with,
 };
 pub use error::{KernelError, Result};
 pub use lrn::{

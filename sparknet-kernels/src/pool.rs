@@ -2,6 +2,7 @@
 //! parallel over the `N x C` planes.
 
 use crate::error::{KernelError, Result, check_len, geometry};
+use crate::simd::multiversion;
 use rayon::prelude::*;
 
 /// Pooling method.
@@ -216,6 +217,11 @@ fn max_plane_argmax(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: &mut [u32])
     }
 }
 
+multiversion! {
+    /// [`max_plane_values`] on the widest vectors the CPU has.
+    fn max_values(g: &PoolGeometry, x: &[f32], y: &mut [f32], s: &mut MaxScratch) => max_plane_values;
+}
+
 /// Max over each window of one plane without the argmax (inference): separable, first the
 /// maximum of every input column over the window's rows (a vectorised pass over whole rows),
 /// then the maximum over each window's columns of those. Exactly the values of the window scan,
@@ -224,31 +230,148 @@ fn max_plane_argmax(g: &PoolGeometry, x: &[f32], y: &mut [f32], arg: &mut [u32])
 /// window whose first tap is NaN gives NaN. (With the argmax, mixed f32/u32 selects compile to
 /// branches, which on real activations made a separable version slower than the scan, so that
 /// one stays direct.)
-fn max_plane_values(g: &PoolGeometry, x: &[f32], y: &mut [f32], cols: &mut [Vec<f32>; 2]) {
+#[inline(always)] // compiled into each of `multiversion!`'s copies
+fn max_plane_values(g: &PoolGeometry, x: &[f32], y: &mut [f32], s: &mut MaxScratch) {
     let (ow, w) = (g.out_w(), g.in_w);
-    let [cur, next] = cols;
-    cur.resize(w, 0.0);
-    next.resize(w, 0.0);
+    s.prepare(g);
     for (py, y_row) in y.chunks_exact_mut(ow).enumerate() {
         let (hs, he, _) = window(py, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
-        cur.copy_from_slice(&x[hs * w..(hs + 1) * w]);
+        s.cur.copy_from_slice(&x[hs * w..(hs + 1) * w]);
         for r in hs + 1..he {
             // Written to the other buffer: `*m = if v > *m { v } else { *m }` in place becomes
             // a conditional store that does not vectorise.
-            for (n, (&m, &v)) in next.iter_mut().zip(cur.iter().zip(&x[r * w..(r + 1) * w])) {
+            let rows = s.next.iter_mut().zip(s.cur.iter().zip(&x[r * w..(r + 1) * w]));
+            for (n, (&m, &v)) in rows {
                 *n = if v > m || m.is_nan() { v } else { m };
             }
-            std::mem::swap(cur, next);
+            std::mem::swap(&mut s.cur, &mut s.next);
         }
-        for (px, out) in y_row.iter_mut().enumerate() {
-            let (ws, we, _) = window(px, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-            let mut best = cur[ws];
-            for &v in &cur[ws + 1..we] {
+        s.columns(g, &x[hs * w..(hs + 1) * w], y_row);
+    }
+}
+
+/// Per-thread scratch of [`max_plane_values`]: the column maxima of the current window rows
+/// (two buffers, written alternately), their stride phases, and the horizontal windows.
+#[derive(Default)]
+struct MaxScratch {
+    cur: Vec<f32>,
+    next: Vec<f32>,
+    /// `cur` split by column modulo `stride_w`: phase `r` holds columns `r, r + s, r + 2s, ...`
+    /// (each phase padded to the same length), so a window tap is a contiguous run over outputs.
+    phases: Vec<f32>,
+    /// The same split of the window's first input row (for the NaN rule).
+    first: Vec<f32>,
+    acc: Vec<f32>,
+    tmp: Vec<f32>,
+    /// `(start, end)` of each output column's window, clipped to the input.
+    windows: Vec<(usize, usize)>,
+    /// Outputs `[lo, hi)` whose window lies wholly inside the input.
+    interior: (usize, usize),
+    /// Length of one phase.
+    phase_len: usize,
+}
+
+impl MaxScratch {
+    /// Sizes the buffers and computes the column windows for `g` (cheap when unchanged).
+    #[inline(always)] // compiled into each of `multiversion!`'s copies
+    fn prepare(&mut self, g: &PoolGeometry) {
+        let (ow, w, sw) = (g.out_w(), g.in_w, g.stride_w);
+        self.cur.resize(w, 0.0);
+        self.next.resize(w, 0.0);
+        self.windows.clear();
+        self.windows.extend((0..ow).map(|px| {
+            let (ws, we, _) = window(px, sw, g.pad_w, g.kernel_w, w);
+            (ws, we)
+        }));
+        // Interior: px * sw >= pad_w and px * sw - pad_w + kernel_w <= w.
+        let lo = g.pad_w.div_ceil(sw).min(ow);
+        let hi = if w + g.pad_w >= g.kernel_w {
+            ((w + g.pad_w - g.kernel_w) / sw + 1).min(ow)
+        } else {
+            0
+        };
+        self.interior = (lo, hi.max(lo));
+        self.phase_len = w.div_ceil(sw);
+        self.phases.resize(sw * self.phase_len, 0.0);
+        self.first.resize(sw * self.phase_len, 0.0);
+        let n = self.interior.1 - self.interior.0;
+        self.acc.resize(n, 0.0);
+        self.tmp.resize(n, 0.0);
+    }
+
+    /// One output row from the column maxima in `cur`; `first` is the window's first input row.
+    /// Each output keeps its first tap and takes any greater later tap, skipping NaN (as the
+    /// vertical pass did), then is NaN when the window's first tap (top left) is NaN.
+    #[inline(always)] // compiled into each of `multiversion!`'s copies
+    fn columns(&mut self, g: &PoolGeometry, first: &[f32], y_row: &mut [f32]) {
+        let (lo, hi) = self.interior;
+        for px in (0..lo).chain(hi..y_row.len()) {
+            let (ws, we) = self.windows[px];
+            let mut best = self.cur[ws];
+            for &v in &self.cur[ws + 1..we] {
                 best = if v > best || best.is_nan() { v } else { best };
             }
-            let first = x[hs * w + ws];
-            *out = if first.is_nan() { first } else { best };
+            y_row[px] = if first[ws].is_nan() { first[ws] } else { best };
         }
+        if lo == hi {
+            return;
+        }
+        let (sw, pl) = (g.stride_w, self.phase_len);
+        split_phases(&self.cur, sw, pl, &mut self.phases);
+        split_phases(first, sw, pl, &mut self.first);
+        // Output px's tap j reads column px * sw - pad_w + j = (lo + i) * sw + d with
+        // d = lo * sw - pad_w + j >= 0: phase d % sw, element i + d / sw.
+        let base = lo * sw - g.pad_w;
+        let tap = |j: usize| {
+            let d = base + j;
+            let start = (d % sw) * pl + d / sw;
+            start..start + (hi - lo)
+        };
+        self.acc.copy_from_slice(&self.phases[tap(0)]);
+        for j in 1..g.kernel_w {
+            let pairs = self.tmp.iter_mut().zip(self.acc.iter().zip(&self.phases[tap(j)]));
+            for (t, (&b, &v)) in pairs {
+                *t = if v > b || b.is_nan() { v } else { b };
+            }
+            std::mem::swap(&mut self.acc, &mut self.tmp);
+        }
+        let outs = y_row[lo..hi].iter_mut().zip(self.acc.iter().zip(&self.first[tap(0)]));
+        for (out, (&best, &f)) in outs {
+            *out = if f.is_nan() { f } else { best };
+        }
+    }
+}
+
+/// Splits `row` by index modulo `stride` into `out`: phase `r` (at `r * len`) holds
+/// `row[r], row[r + stride], ...`; the unused tail of a phase is left as it was.
+#[inline(always)] // compiled into each of `multiversion!`'s copies
+fn split_phases(row: &[f32], stride: usize, len: usize, out: &mut [f32]) {
+    if stride == 1 {
+        out[..row.len()].copy_from_slice(row);
+        return;
+    }
+    if stride == 2 {
+        // The common case (3x3/2 and 2x2/2 windows), as one loop the compiler vectorises.
+        let (even, odd) = out.split_at_mut(len);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        if row.len() % 2 == 1 {
+            even[row.len() / 2] = row[row.len() - 1];
+        }
+        return;
+    }
+    let groups = row.chunks_exact(stride);
+    let tail = groups.remainder();
+    for (i, group) in groups.enumerate() {
+        for (r, &v) in group.iter().enumerate() {
+            out[r * len + i] = v;
+        }
+    }
+    let i = row.len() / stride;
+    for (r, &v) in tail.iter().enumerate() {
+        out[r * len + i] = v;
     }
 }
 
@@ -306,10 +429,9 @@ pub fn pool2d_forward(
         (PoolMethod::Max, Some(a)) => {
             planes.zip(a.par_chunks_mut(op)).for_each(|((y, x), a)| max_plane_argmax(g, x, y, a))
         }
-        (PoolMethod::Max, None) => planes.for_each_init(
-            || [Vec::new(), Vec::new()],
-            |cols, (y, x)| max_plane_values(g, x, y, cols),
-        ),
+        (PoolMethod::Max, None) => {
+            planes.for_each_init(MaxScratch::default, |s, (y, x)| max_values(g, x, y, s))
+        }
         (PoolMethod::Ave, _) => planes.for_each(|(y, x)| ave_plane(g, x, y)),
     }
     Ok(())

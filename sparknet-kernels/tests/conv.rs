@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use sparknet_kernels::{
-    ConvGeometry, KernelError, Workspace, conv2d_backward_data, conv2d_backward_params,
-    conv2d_forward,
+    Activation, ConvGeometry, Epilogue, KernelError, Workspace, conv2d_backward_data,
+    conv2d_backward_params, conv2d_forward, conv2d_forward_with,
 };
 
 #[allow(clippy::too_many_arguments)]
@@ -58,6 +58,16 @@ fn cases() -> Vec<(ConvGeometry, usize)> {
     ]
 }
 
+/// [`cases`] plus outputs of more than one cache tile even on one thread, split by columns
+/// (positions outnumber channels), then by rows (channels outnumber positions). Forward only:
+/// their weight gradients sum thousands of products, beyond the backward tests' tolerance.
+fn forward_cases() -> Vec<(ConvGeometry, usize)> {
+    let mut all = cases();
+    all.push((geom((3, 64, 64), 16, (3, 3), (1, 1), (1, 1), (1, 1), 1), 1));
+    all.push((geom((8, 8, 8), 600, (1, 1), (1, 1), (0, 0), (1, 1), 1), 1));
+    all
+}
+
 /// Runs `f` under rayon pools of 1, 3 and 5 threads (all batch plans: sequential samples with a
 /// threaded GEMM, per-sample chunks with partial weight gradients, and chunks that each run a
 /// threaded GEMM, e.g. batch 2 on 5 threads).
@@ -71,7 +81,7 @@ fn with_pools(mut f: impl FnMut(usize) + Send) {
 #[test]
 fn forward_matches_direct_convolution() {
     with_pools(|threads| {
-        for (ci, (g, batch)) in cases().into_iter().enumerate() {
+        for (ci, (g, batch)) in forward_cases().into_iter().enumerate() {
             g.validate().unwrap();
             let mut r = rng(ci as u64);
             let x = uniform(&mut r, batch * g.input_len());
@@ -87,6 +97,43 @@ fn forward_matches_direct_convolution() {
             conv2d_forward(&g, batch, &x, &w, None, &mut y, &mut ws).unwrap();
             assert_close(&what, &y, &conv_ref(&g, batch, &x, &w, None), 1e-5);
             assert_eq!(ws.len(), held, "{what}: workspace grew on a warm call");
+        }
+    });
+}
+
+/// The fused activation gives exactly the separate pass's bits, on every split of the output,
+/// into uninitialised memory (here: NaN-filled, which the kernel must never read).
+#[test]
+fn forward_with_relu_equals_forward_then_relu() {
+    with_pools(|threads| {
+        for (ci, (g, batch)) in forward_cases().into_iter().enumerate() {
+            let mut r = rng(50 + ci as u64);
+            let x = uniform(&mut r, batch * g.input_len());
+            let w = uniform(&mut r, g.weight_len());
+            let b = uniform(&mut r, g.out_channels);
+            let mut ws = Workspace::default();
+            for bias in [Some(&b[..]), None] {
+                let mut expect = vec![0.0; batch * g.output_len()];
+                conv2d_forward(&g, batch, &x, &w, bias, &mut expect, &mut ws).unwrap();
+                let plain = expect.clone();
+                for negative_slope in [0.0, 0.1] {
+                    let activation = Activation::Relu { negative_slope };
+                    let mut expect = plain.clone();
+                    activation.apply(&mut expect);
+                    let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); expect.len()];
+                    let epi = Epilogue { bias, activation };
+                    conv2d_forward_with(&g, batch, &x, &w, epi, &mut got, &mut ws).unwrap();
+                    for (i, (got, want)) in got.iter().zip(&expect).enumerate() {
+                        // SAFETY: conv2d_forward_with returned Ok, so it wrote every element.
+                        let got = unsafe { got.assume_init() };
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "case {ci} ({threads} threads, slope {negative_slope}) output {i}"
+                        );
+                    }
+                }
+            }
         }
     });
 }

@@ -1,9 +1,9 @@
-//! `sgemm` against a direct triple loop, for every transpose combination.
+//! `sgemm` against a direct triple loop, for every transpose combination; `gemv` likewise.
 
 mod common;
 
 use common::*;
-use sparknet_kernels::{KernelError, sgemm};
+use sparknet_kernels::{KernelError, gemv, sgemm};
 
 fn reference(
     (ta, tb): (bool, bool),
@@ -121,4 +121,38 @@ fn transpose_is_the_transpose() {
         }
     }
     assert!(sparknet_kernels::transpose(2, 3, &[0.0; 5], &mut [0.0; 6]).is_err());
+}
+
+/// `gemv` against an f64 reference: row counts off the four-row groups, lengths off the vector
+/// width, with and without bias, on one and several threads; bad lengths are errors.
+#[test]
+fn gemv_matches_reference() {
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (ci, &(n, k)) in [(1, 1), (3, 17), (4, 16), (9, 100), (37, 2000), (130, 9)]
+                .iter()
+                .enumerate()
+            {
+                let mut r = rng(300 + ci as u64);
+                let (w, x, b) = (uniform(&mut r, n * k), uniform(&mut r, k), uniform(&mut r, n));
+                for bias in [Some(&b[..]), None] {
+                    let want: Vec<f64> = (0..n)
+                        .map(|i| {
+                            let dot: f64 = (0..k).map(|j| w[i * k + j] as f64 * x[j] as f64).sum();
+                            dot + bias.map_or(0.0, |b| b[i] as f64)
+                        })
+                        .collect();
+                    let mut y = vec![f32::NAN; n];
+                    gemv(n, k, &w, &x, bias, &mut y).unwrap();
+                    assert_close(&format!("gemv {n}x{k} ({threads} threads)"), &y, &want, 1e-5);
+                }
+            }
+        });
+    }
+    let mut y = vec![0.0; 3];
+    assert!(gemv(3, 2, &[0.0; 5], &[0.0; 2], None, &mut y).is_err());
+    assert!(gemv(3, 2, &[0.0; 6], &[0.0; 2], Some(&[0.0; 2]), &mut y).is_err());
+    gemv(3, 0, &[], &[], Some(&[1.0, 2.0, 3.0]), &mut y).unwrap();
+    assert_eq!(y, [1.0, 2.0, 3.0]);
 }

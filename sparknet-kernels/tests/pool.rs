@@ -82,6 +82,8 @@ fn cases() -> Vec<(PoolGeometry, usize)> {
         (geom(2, (12, 12), (2, 2), (2, 2), (0, 0)), 2), // LeNet: kernel == stride
         (geom(3, (11, 11), (3, 3), (2, 2), (1, 1)), 1), // ResNet-style stem pool
         (PoolGeometry::global(3, 5, 7), 2),
+        (geom(2, (27, 27), (3, 3), (2, 2), (0, 0)), 1), // SqueezeNet/AlexNet: interior runs
+        (geom(2, (20, 23), (5, 4), (3, 3), (2, 1)), 1), // stride 3 with padding
     ]
 }
 

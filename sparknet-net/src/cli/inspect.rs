@@ -49,6 +49,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             data_shape: a.data_shape.clone(),
             seed: 0,
             fill_missing: false,
+            no_fusion: false,
         },
         None,
     )?;

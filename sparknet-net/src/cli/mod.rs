@@ -88,6 +88,10 @@ pub struct NetArgs {
     /// gaussian(std 0.1) biases instead of Caffe's zeros (random-weight comparisons).
     #[arg(long)]
     pub fill_missing: bool,
+    /// Run each in-place ReLU as its own layer instead of inside the Convolution below it (same
+    /// values; `time` then shows the ReLU's own cost).
+    #[arg(long)]
+    pub no_fusion: bool,
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +189,7 @@ pub fn build_net_with_seed(a: &NetArgs, seed: Option<u64>) -> Result<Net> {
             };
             (w, b)
         }),
+        fuse_activations: !a.no_fusion,
         ..NetConfig::default()
     };
     let mut net = Net::new(&param, config).map_err(|e| e.in_file(&a.model))?;

@@ -59,15 +59,21 @@ pub fn run(a: &TimeArgs) -> Result<()> {
     let n = net.num_layers();
     let mut per_layer = vec![0f64; n];
     let iterations = a.iterations.max(1);
-    let start = Instant::now();
+    let mut passes = Vec::with_capacity(iterations);
     for _ in 0..iterations {
+        let pass = Instant::now();
         for (i, slot) in per_layer.iter_mut().enumerate() {
             let t0 = Instant::now();
             net.forward_layer(i)?;
             *slot += t0.elapsed().as_secs_f64() * 1e3;
         }
+        passes.push(pass.elapsed().as_secs_f64() * 1e3);
     }
-    let forward_ms = start.elapsed().as_secs_f64() * 1e3 / iterations as f64;
+    let forward_ms = passes.iter().sum::<f64>() / iterations as f64;
+    // The median pass too: on a shared machine the mean takes every stall along (peers such as
+    // `opencv_caffe_ref.py` report medians).
+    passes.sort_by(f64::total_cmp);
+    let forward_median_ms = passes[iterations / 2];
     // A whole forward + backward pass, as `caffe time` reports it (the backward of a net without a
     // loss does nothing, as in Caffe).
     net.forward_backward(&inputs)?;
@@ -90,10 +96,14 @@ pub fn run(a: &TimeArgs) -> Result<()> {
         say!(
             "{}",
             json!({"iterations": iterations, "forward_ms": forward_ms,
+                   "forward_median_ms": forward_median_ms,
                    "forward_backward_ms": forward_backward_ms, "train_step_ms": train_step_ms})
         );
     } else {
-        say!("average forward pass: {forward_ms:.3} ms ({iterations} iterations)");
+        say!(
+            "average forward pass: {forward_ms:.3} ms ({iterations} iterations, median \
+             {forward_median_ms:.3} ms)"
+        );
         say!("average forward-backward pass: {forward_backward_ms:.3} ms");
         say!("average training step: {train_step_ms:.3} ms (SGD, momentum 0.9, weight decay 5e-4)");
     }

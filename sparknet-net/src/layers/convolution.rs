@@ -5,7 +5,7 @@
 //! devices: candle's `conv2d` (equal strides and dilations on both axes).
 
 use candle::Tensor;
-use sparknet_kernels::{ConvGeometry, Workspace};
+use sparknet_kernels::{Activation, ConvGeometry, Epilogue, Workspace};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::{from_host, kernel_err, with_host};
@@ -179,6 +179,8 @@ pub struct Convolution {
     spec: ConvSpec,
     geom: Option<ConvGeometry>,
     ws: Workspace,
+    /// An in-place ReLU the net fused into this layer ([`Layer::fuse_relu`]).
+    activation: Activation,
 }
 
 /// Builds a Convolution layer.
@@ -187,7 +189,13 @@ pub struct Convolution {
 /// Invalid `convolution_param`.
 pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
     let spec = ConvSpec::parse(p.name(), p.convolution_param.as_ref())?;
-    Ok(Box::new(Convolution { name: p.name().to_string(), spec, geom: None, ws: Workspace::new() }))
+    Ok(Box::new(Convolution {
+        name: p.name().to_string(),
+        spec,
+        geom: None,
+        ws: Workspace::new(),
+        activation: Activation::Identity,
+    }))
 }
 
 impl Layer for Convolution {
@@ -199,6 +207,10 @@ impl Layer for Convolution {
     }
     fn tops(&self) -> Count {
         Count::Exact(1)
+    }
+    fn fuse_relu(&mut self, negative_slope: f32) -> bool {
+        self.activation = Activation::Relu { negative_slope };
+        true
     }
     fn setup(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
         let [_, c, _, _] = nchw(&self.name, &bottoms[0])?;
@@ -237,19 +249,31 @@ impl Layer for Convolution {
             if self.spec.bias_term {
                 y = y.broadcast_add(&params[1].reshape((1, self.spec.num_output, 1, 1))?)?;
             }
+            if let Activation::Relu { negative_slope } = self.activation {
+                let pos = y.relu()?;
+                y = if negative_slope == 0.0 {
+                    pos
+                } else {
+                    (&pos + (&y - &pos)?.affine(f64::from(negative_slope), 0.0)?)?
+                };
+            }
             return Ok(vec![y]);
         }
         let g = match self.geom {
             Some(g) if (g.in_channels, g.in_h, g.in_w) == (c, h, w) => g,
             _ => self.spec.geometry(c, h, w, self.spec.num_output),
         };
-        let mut out = vec![0f32; n * g.output_len()];
+        let len = n * g.output_len();
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let spare = &mut out.spare_capacity_mut()[..len];
         let name = &self.name;
         let ws = &mut self.ws;
         with_host(x, |xs| {
             with_host(&params[0], |ws_w| {
-                let mut run = |b: Option<&[f32]>| {
-                    sparknet_kernels::conv2d_forward(&g, n, xs, ws_w, b, &mut out, ws)
+                let activation = self.activation;
+                let mut run = |bias: Option<&[f32]>| {
+                    let epi = Epilogue { bias, activation };
+                    sparknet_kernels::conv2d_forward_with(&g, n, xs, ws_w, epi, spare, ws)
                         .map_err(|e| kernel_err(name, e))
                 };
                 match params.get(1).filter(|_| self.spec.bias_term) {
@@ -258,6 +282,9 @@ impl Layer for Convolution {
                 }
             })
         })?;
+        // SAFETY: `conv2d_forward_with` returned Ok, so it wrote all `len` elements of `spare`,
+        // the first `len` elements of `out`'s capacity.
+        unsafe { out.set_len(len) };
         Ok(vec![from_host(out, &[n, self.spec.num_output, g.out_h(), g.out_w()], &ctx.device)?])
     }
     fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {

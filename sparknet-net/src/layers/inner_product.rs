@@ -114,6 +114,25 @@ impl Layer for InnerProduct {
             }
             return Ok(vec![y.reshape(top)?]);
         }
+        let name = &self.name;
+        if m == 1 && !self.transpose {
+            // One sample: a matrix-vector product straight over Caffe's `N x K` weights (no
+            // copy, no packing; the weights stream from memory once).
+            let mut y = vec![0f32; n];
+            with_host(x, |xs| {
+                with_host(&params[0], |w| {
+                    let mut run = |b: Option<&[f32]>| {
+                        sparknet_kernels::gemv(n, k, w, xs, b, &mut y)
+                            .map_err(|e| kernel_err(name, e))
+                    };
+                    match params.get(1).filter(|_| self.bias_term) {
+                        Some(bias) => with_host(bias, |b| run(Some(b))),
+                        None => run(None),
+                    }
+                })
+            })?;
+            return Ok(vec![from_host(y, &top, &ctx.device)?]);
+        }
         let mut y = vec![0f32; m * n];
         if self.bias_term {
             with_host(&params[1], |b| {
@@ -122,7 +141,6 @@ impl Layer for InnerProduct {
             })?;
         }
         let beta = if self.bias_term { 1.0 } else { 0.0 };
-        let name = &self.name;
         let id = params[0].id();
         let copy = !self.transpose && n * k >= COPY_MIN;
         if copy && self.transposed.as_ref().is_none_or(|(t, _)| *t != id) {

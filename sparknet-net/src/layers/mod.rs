@@ -198,6 +198,15 @@ pub trait Layer: Send {
     fn take_param_updates(&mut self) -> Option<Vec<Tensor>> {
         None
     }
+    /// Offers the layer an in-place ReLU (`negative_slope >= 0`) that is the only reader of its
+    /// single top: a layer that accepts applies it inside its own forward (while the output is
+    /// still in cache) and returns true; the net then passes that ReLU's bottom through as its
+    /// top. The ReLU's backward still runs, on the rectified values, which select the same
+    /// gradient as Caffe's in-place ReLU does. The default declines.
+    fn fuse_relu(&mut self, negative_slope: f32) -> bool {
+        let _ = negative_slope;
+        false
+    }
     /// True for layers whose tops the caller feeds (Input, Data, ImageData, MemoryData).
     fn is_input(&self) -> bool {
         false

@@ -128,3 +128,68 @@ fn batch_norm_train_updates_running_statistics_as_caffe() {
     let y = v(net.blob("x").unwrap());
     close(&y[..2], &[(1.0 - 2.5) / (1.25f32 + 1e-5).sqrt(), (2.0 - 2.5) / (1.25f32 + 1e-5).sqrt()]);
 }
+
+/// A small conv net whose in-place ReLUs the net fuses into the convolutions (one leaky), with
+/// a third ReLU that must stay separate: its bottom is also read by the Eltwise.
+const FUSABLE: &str = r#"
+  layer { name: "in" type: "Input" top: "x" top: "y"
+          input_param { shape { dim: 2 dim: 3 dim: 7 dim: 7 } shape { dim: 2 dim: 5 } } }
+  layer { name: "c1" type: "Convolution" bottom: "x" top: "c1"
+          convolution_param { num_output: 4 kernel_size: 3 pad: 1
+                              weight_filler { type: "gaussian" std: 0.5 }
+                              bias_filler { type: "uniform" min: -0.5 max: 0.5 } } }
+  layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
+  layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2"
+          convolution_param { num_output: 4 kernel_size: 3 stride: 2
+                              weight_filler { type: "gaussian" std: 0.5 } } }
+  layer { name: "r2" type: "ReLU" bottom: "c2" top: "c2" relu_param { negative_slope: 0.1 } }
+  layer { name: "c3" type: "Convolution" bottom: "c2" top: "c3"
+          convolution_param { num_output: 4 kernel_size: 1
+                              weight_filler { type: "gaussian" std: 0.5 } } }
+  layer { name: "r3" type: "ReLU" bottom: "c3" top: "r3" }
+  layer { name: "sum" type: "Eltwise" bottom: "r3" bottom: "c3" top: "s" }
+  layer { name: "ip" type: "InnerProduct" bottom: "s" top: "p"
+          inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.3 } } }
+  layer { name: "loss" type: "EuclideanLoss" bottom: "p" bottom: "y" top: "loss" }"#;
+
+/// Fusing in-place ReLUs into the convolution below them changes no value: blobs, loss and
+/// every parameter gradient are bit-identical to running each ReLU as its own layer.
+#[test]
+fn fused_relu_is_bit_identical_to_separate_layers() {
+    let param = parse_net_text(FUSABLE, "fusable.prototxt".as_ref()).unwrap();
+    let run = |fuse: bool| {
+        let config =
+            NetConfig { phase: Phase::Train, fuse_activations: fuse, ..Default::default() };
+        let mut net = Net::new(&param, config).unwrap();
+        let mut r = 7u32;
+        let mut next = || {
+            r = r.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (r >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let x: Vec<f32> = (0..2 * 3 * 49).map(|_| next()).collect();
+        let y: Vec<f32> = (0..10).map(|_| next()).collect();
+        let feed = HashMap::from([
+            ("x".to_string(), Tensor::from_vec(x, (2, 3, 7, 7), &Device::Cpu).unwrap()),
+            ("y".to_string(), Tensor::from_vec(y, (2, 5), &Device::Cpu).unwrap()),
+        ]);
+        net.zero_grads().unwrap();
+        let loss = net.forward_backward(&feed).unwrap();
+        let blobs: Vec<Vec<f32>> = ["c1", "c2", "c3", "r3", "s", "p"]
+            .iter()
+            .map(|b| net.blob(b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect();
+        (loss, blobs, net.grad_buffer().unwrap().to_vec(), net.fused_layers())
+    };
+    let (loss, blobs, grads, fused) = run(true);
+    let (loss_ref, blobs_ref, grads_ref, none) = run(false);
+    assert_eq!(fused, vec!["r1".to_string(), "r2".to_string()], "r3 is not in place");
+    assert!(none.is_empty());
+    assert_eq!(loss.to_bits(), loss_ref.to_bits());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (b, r) in blobs.iter().zip(&blobs_ref) {
+        assert_eq!(bits(b), bits(r));
+    }
+    assert!(blobs[0].contains(&0.0), "the ReLU clipped something");
+    assert!(grads.iter().any(|&g| g != 0.0));
+    assert_eq!(bits(&grads), bits(&grads_ref));
+}

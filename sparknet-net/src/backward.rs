@@ -100,6 +100,10 @@ impl Net {
     /// No forward yet, a layer without a backward on a path to a loss (naming it), candle or
     /// kernel errors.
     pub fn backward(&mut self) -> Result<()> {
+        crate::net::on_pool(|| self.backward_here())
+    }
+
+    fn backward_here(&mut self) -> Result<()> {
         let plan = self.backward_plan();
         self.ensure_flat()?;
         let ctx = ForwardCtx { phase: self.config.phase, device: self.config.device.clone() };
@@ -177,9 +181,11 @@ impl Net {
     /// # Errors
     /// As both.
     pub fn forward_backward(&mut self, inputs: &HashMap<String, Tensor>) -> Result<f32> {
-        let loss = self.forward(inputs)?;
-        self.backward()?;
-        Ok(loss)
+        crate::net::on_pool(|| {
+            let loss = self.forward(inputs)?;
+            self.backward()?;
+            Ok(loss)
+        })
     }
 
     /// A blob's diff after the last [`Net::backward`] (dLoss/dblob as its last writer's top;

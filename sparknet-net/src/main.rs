@@ -10,7 +10,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     sparknet_net::malloc::keep_freed_memory();
-    match cli::run(args) {
+    // On a rayon worker, so per-layer timing (`time`) and every kernel call run inside the
+    // pool instead of handing each call over to it (see `Net::forward`).
+    match rayon::scope(|_| cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -17,6 +17,17 @@ use crate::load::{read_caffemodel, read_net_prototxt};
 use crate::proto::{FillerParameter, NetParameter, NetState, Phase};
 use crate::{Error, Result};
 
+/// Runs `f` on a thread of the current rayon pool: in place when the caller is one already,
+/// else handed to the global pool for its whole duration.
+///
+/// The CPU kernels split their work with rayon. Called from a thread outside the pool, every
+/// kernel call would hand its work to the pool and sleep until it is done, two thread wake-ups
+/// per layer; from inside, the calling thread takes part and the others join it. At batch 1
+/// that handoff measured about 10% of a SqueezeNet pass (`sparknet-net/BENCH.md`).
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() { f() } else { rayon::scope(|_| f()) }
+}
+
 /// How to build a [`Net`].
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -405,9 +416,16 @@ impl Net {
     /// Runs the net on the fed inputs (reshaping first when their shapes changed) and returns the
     /// weighted loss (0 for nets without loss layers). Every blob stays readable via [`Net::blob`].
     ///
+    /// The pass runs on a thread of the rayon pool (the caller's own when it is one), so the
+    /// kernels' parallel loops start without a thread handoff each.
+    ///
     /// # Errors
     /// Unknown or missing inputs, shape errors, candle/kernel errors, naming the layer.
     pub fn forward(&mut self, inputs: &HashMap<String, Tensor>) -> Result<f32> {
+        on_pool(|| self.forward_here(inputs))
+    }
+
+    fn forward_here(&mut self, inputs: &HashMap<String, Tensor>) -> Result<f32> {
         let inputs_needed = self.input_names();
         for name in inputs.keys() {
             if !inputs_needed.contains(name) {

@@ -6,7 +6,9 @@
 //! `sparknet-kernels/BENCH.md`). So for weights of at least [`COPY_MIN`] elements the layer keeps
 //! a `K x N` copy, made again only when a new weight tensor arrives (after a solver step): a
 //! repeated forward pass reuses it, and a training step pays one transpose, about what the strided
-//! packing cost. Which path runs depends only on the shape, so results never depend on history.
+//! packing cost. One sample (`M = 1`, `transpose: false`) is a matrix-vector product instead
+//! (`sparknet_kernels::gemv`), which streams Caffe's `N x K` weights once and needs no copy.
+//! Which path runs depends only on the shape, so results never depend on history.
 
 use candle::{Tensor, TensorId};
 

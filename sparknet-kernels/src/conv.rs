@@ -199,7 +199,7 @@ impl Workspace {
     }
 
     /// The first `len` scratch floats, growing the buffer when needed.
-    fn take(&mut self, len: usize) -> &mut [f32] {
+    pub(crate) fn take(&mut self, len: usize) -> &mut [f32] {
         if self.buf.len() < len {
             self.buf.resize(len, 0.0);
         }
@@ -208,18 +208,18 @@ impl Workspace {
 }
 
 /// How a batch is split over the rayon pool.
-struct Plan {
+pub(crate) struct Plan {
     /// Samples per parallel chunk.
-    per_chunk: usize,
+    pub(crate) per_chunk: usize,
     /// Number of chunks (each with its own scratch).
-    chunks: usize,
+    pub(crate) chunks: usize,
     /// GEMM parallelism inside one chunk.
-    inner: Parallelism,
+    pub(crate) inner: Parallelism,
 }
 
 /// Per-sample parallelism when there are at least two samples and two threads; otherwise one
 /// sample at a time with a multithreaded GEMM.
-fn plan(batch: usize) -> Plan {
+pub(crate) fn plan(batch: usize) -> Plan {
     let threads = rayon::current_num_threads().max(1);
     if batch >= 2 && threads > 1 {
         let per_chunk = batch.div_ceil(threads.min(batch));
@@ -280,7 +280,7 @@ multiversion! {
 }
 
 #[inline(always)] // compiled into each of `multiversion!`'s copies
-fn apply_activation(act: Activation, y: &mut [f32]) {
+pub(crate) fn apply_activation(act: Activation, y: &mut [f32]) {
     match act {
         Activation::Identity => {}
         Activation::Relu { negative_slope: 0.0 } => {

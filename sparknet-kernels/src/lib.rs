@@ -83,6 +83,7 @@ mod im2col;
 mod lrn;
 mod pool;
 mod pool_stochastic;
+mod winograd;
 #[macro_use]
 mod simd;
 
@@ -99,4 +100,7 @@ pub use pool::{PoolGeometry, PoolMethod, pool2d_backward, pool2d_forward};
 pub use pool_stochastic::{
     stochastic_pool_backward_test, stochastic_pool_backward_train, stochastic_pool_forward_test,
     stochastic_pool_forward_train,
+};
+pub use winograd::{
+    conv2d_forward_winograd, winograd_applicable, winograd_weights, winograd_weights_len,
 };

@@ -130,9 +130,8 @@ fn gemv_matches_reference() {
     for threads in [1, 3] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            for (ci, &(n, k)) in [(1, 1), (3, 17), (4, 16), (9, 100), (37, 2000), (130, 9)]
-                .iter()
-                .enumerate()
+            for (ci, &(n, k)) in
+                [(1, 1), (3, 17), (4, 16), (9, 100), (37, 2000), (130, 9)].iter().enumerate()
             {
                 let mut r = rng(300 + ci as u64);
                 let (w, x, b) = (uniform(&mut r, n * k), uniform(&mut r, k), uniform(&mut r, n));

@@ -1,11 +1,18 @@
 //! `Convolution`: Caffe's 2-D convolution (`convolution_param`: num_output, kernel/stride/pad/
 //! dilation as one value, one per spatial axis, or `*_h`/`*_w`; group; bias_term).
 //!
-//! CPU: `sparknet_kernels::conv2d_forward` (im2col + GEMM) on the tensors' host slices. Other
-//! devices: candle's `conv2d` (equal strides and dilations on both axes).
+//! CPU: `sparknet_kernels::conv2d_forward_with` (im2col + GEMM) on the tensors' host slices, or,
+//! for 3x3 stride-1 kernels with at least 8 channels per group in and out, Winograd's F(4x4, 3x3)
+//! (`sparknet_kernels::conv2d_forward_winograd`; the transformed weights are kept with the layer
+//! and made again when a new weight tensor arrives). Other devices: candle's `conv2d` (equal
+//! strides and dilations on both axes).
 
 use candle::Tensor;
-use sparknet_kernels::{Activation, ConvGeometry, Epilogue, Workspace};
+use candle::TensorId;
+use sparknet_kernels::{
+    Activation, ConvGeometry, Epilogue, Workspace, conv2d_forward_winograd, conv2d_forward_with,
+    winograd_applicable, winograd_weights, winograd_weights_len,
+};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::{from_host, kernel_err, with_host};
@@ -181,6 +188,8 @@ pub struct Convolution {
     ws: Workspace,
     /// An in-place ReLU the net fused into this layer ([`Layer::fuse_relu`]).
     activation: Activation,
+    /// Winograd-transformed weights of the weight tensor with this id (CPU, 3x3 stride 1).
+    winograd: Option<(TensorId, Vec<f32>)>,
 }
 
 /// Builds a Convolution layer.
@@ -195,6 +204,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         geom: None,
         ws: Workspace::new(),
         activation: Activation::Identity,
+        winograd: None,
     }))
 }
 
@@ -267,14 +277,28 @@ impl Layer for Convolution {
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let spare = &mut out.spare_capacity_mut()[..len];
         let name = &self.name;
+        let winograd = winograd_applicable(&g);
+        let id = params[0].id();
+        if winograd && self.winograd.as_ref().is_none_or(|(t, _)| *t != id) {
+            let mut u = self.winograd.take().map(|(_, u)| u).unwrap_or_default();
+            u.resize(winograd_weights_len(&g), 0.0);
+            with_host(&params[0], |w| {
+                winograd_weights(&g, w, &mut u).map_err(|e| kernel_err(name, e))
+            })?;
+            self.winograd = Some((id, u));
+        }
+        let transformed = self.winograd.as_ref().filter(|_| winograd).map(|(_, u)| &u[..]);
         let ws = &mut self.ws;
         with_host(x, |xs| {
             with_host(&params[0], |ws_w| {
                 let activation = self.activation;
                 let mut run = |bias: Option<&[f32]>| {
                     let epi = Epilogue { bias, activation };
-                    sparknet_kernels::conv2d_forward_with(&g, n, xs, ws_w, epi, spare, ws)
-                        .map_err(|e| kernel_err(name, e))
+                    match transformed {
+                        Some(u) => conv2d_forward_winograd(&g, n, xs, u, epi, spare, ws),
+                        None => conv2d_forward_with(&g, n, xs, ws_w, epi, spare, ws),
+                    }
+                    .map_err(|e| kernel_err(name, e))
                 };
                 match params.get(1).filter(|_| self.spec.bias_term) {
                     Some(bias) => with_host(bias, |b| run(Some(b))),

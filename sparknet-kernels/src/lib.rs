@@ -1,7 +1,8 @@
-//! Caffe's hot CPU kernels on plain `f32` slices: im2col + GEMM convolution (forward, backward
-//! data, backward parameters; groups, dilation, per-axis pad/stride), Caffe pooling (MAX/AVE,
+//! Caffe's hot CPU kernels on plain `f32` slices: im2col + GEMM convolution (forward with a
+//! fused bias and ReLU, backward data, backward parameters; groups, dilation, per-axis
+//! pad/stride), Winograd F(4x4, 3x3) for 3x3 stride-1 forward passes, Caffe pooling (MAX/AVE,
 //! global, ceil-mode output with Caffe's clip rule; STOCHASTIC from caller-drawn uniforms), LRN
-//! (ACROSS_CHANNELS, WITHIN_CHANNEL) and a row-major [`sgemm`] for InnerProduct.
+//! (ACROSS_CHANNELS, WITHIN_CHANNEL), a row-major [`sgemm`] and a [`gemv`] for InnerProduct.
 //!
 //! ```
 //! use sparknet_kernels::{ConvGeometry, Workspace, conv2d_forward};
@@ -38,7 +39,7 @@
 //! # Overwrite or accumulate
 //! | function | writes |
 //! |---|---|
-//! | [`conv2d_forward`] / [`conv2d_forward_with`] | overwrites `output` |
+//! | [`conv2d_forward`] / [`conv2d_forward_with`] / [`conv2d_forward_winograd`] | overwrites `output` |
 //! | [`conv2d_backward_data`] | overwrites `grad_input` |
 //! | [`conv2d_backward_params`] | **accumulates** (`+=`) into `grad_weight` and `grad_bias` (Caffe accumulates parameter diffs; zero them once per iteration) |
 //! | [`sgemm`] | `C = alpha * op(A) * op(B) + beta * C` (`beta = 0` overwrites, ignoring old `C`) |
@@ -67,14 +68,24 @@
 //!
 //! # Threading
 //! Everything runs on the current rayon pool, so `RAYON_NUM_THREADS` (or an enclosing
-//! `ThreadPool::install`) sets the thread count. Convolutions with a batch of two or more split
-//! the batch into one chunk per thread, each with its own column buffer and a single-threaded
-//! GEMM (per-thread partial weight gradients are summed at the end); a single sample runs one
-//! multithreaded GEMM (`gemm::Parallelism::Rayon`). Pooling and LRN run in parallel over the
-//! `N x C` planes. A [`Workspace`] grows to the largest size a call needs and is reused, so a warm
-//! layer's column buffers and partial gradients are never reallocated (inside each GEMM call the
-//! `gemm` crate may still allocate its own packing buffer). Pooling and ACROSS_CHANNELS LRN need
-//! no scratch; WITHIN_CHANNEL LRN backward keeps a per-thread scratch that only grows.
+//! `ThreadPool::install`) sets the thread count; call the kernels from a thread of that pool
+//! (as `sparknet-net`'s `Net` does), or each parallel loop first hands itself over to the pool
+//! and the caller sleeps until it is done. Convolutions with a batch of two or more split the
+//! batch into one chunk per thread, each with its own column buffer and single-threaded GEMMs
+//! (per-thread partial weight gradients are summed at the end); a single sample is split itself:
+//! im2col over input channels, then the forward product in cache-sized tiles of the output
+//! (bias and activation included), Winograd's transforms over channels and its 36 GEMMs over
+//! positions. Pooling and LRN run in parallel over the `N x C` planes, [`gemv`] over rows. A
+//! [`Workspace`] grows to the largest size a call needs and is reused, so a warm layer's column
+//! buffers and partial gradients are never reallocated (inside each GEMM call the `gemm` crate
+//! may still allocate its own packing buffer). Pooling and ACROSS_CHANNELS LRN need no scratch;
+//! WITHIN_CHANNEL LRN backward keeps a per-thread scratch that only grows.
+//!
+//! # Instruction sets
+//! The crate builds for the baseline target. The `gemm` crate picks AVX2 or AVX-512 kernels at
+//! run time; the crate's own hottest loops (MAX pooling's values pass, the fused activation,
+//! [`gemv`], Winograd's transforms) are compiled three times and dispatched at run time the same
+//! way (`simd.rs`). Results do not depend on which copy runs.
 
 mod blas;
 mod conv;

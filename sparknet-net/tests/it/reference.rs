@@ -13,6 +13,11 @@ use crate::npy::read_f32;
 const TOLERANCE: f32 = 1e-4;
 
 fn run_case(case: &str) {
+    run_case_on(case, &Device::Cpu);
+}
+
+/// One reference case with the net's blobs and parameters on `device`.
+fn run_case_on(case: &str, device: &Device) {
     let Some(reference) = sparknet_testkit::reference_dir(case) else { return };
     let Some(assets) = sparknet_testkit::assets_dir(case) else { return };
     let dir = reference.join("forward").join(case);
@@ -20,7 +25,8 @@ fn run_case(case: &str) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let model = assets.join(spec["model"].as_str().unwrap());
     let weights = assets.join(spec["weights"].as_str().unwrap());
-    let mut net = Net::from_files(&model, Some(weights.as_path()), NetConfig::default()).unwrap();
+    let config = NetConfig { device: device.clone(), ..NetConfig::default() };
+    let mut net = Net::from_files(&model, Some(weights.as_path()), config).unwrap();
     let mut inputs = HashMap::new();
     for (name, file) in spec["inputs"].as_object().unwrap() {
         let (shape, data) = read_f32(&dir.join(file.as_str().unwrap()));
@@ -82,4 +88,33 @@ fn mtcnn_det2() {
 #[test]
 fn mtcnn_det3() {
     run_case("mtcnn_det3");
+}
+
+/// The same cases on the first CUDA device (feature `cuda`), where candle's CUDA ops and the host
+/// round trips of the CPU-only kernels run; skipped, saying so, when no GPU is present.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle::Device;
+
+    fn on_cuda(case: &str) {
+        match Device::new_cuda(0) {
+            Ok(device) => super::run_case_on(case, &device),
+            Err(e) => eprintln!("{case} on CUDA: skipped, no CUDA device ({e})"),
+        }
+    }
+
+    #[test]
+    fn lenet_on_cuda() {
+        on_cuda("lenet");
+    }
+
+    #[test]
+    fn cifar10_full_on_cuda() {
+        on_cuda("cifar10_full");
+    }
+
+    #[test]
+    fn resnet20_on_cuda() {
+        on_cuda("resnet20_cifar10");
+    }
 }

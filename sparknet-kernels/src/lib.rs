@@ -44,6 +44,7 @@
 //! | [`conv2d_backward_params`] | **accumulates** (`+=`) into `grad_weight` and `grad_bias` (Caffe accumulates parameter diffs; zero them once per iteration) |
 //! | [`sgemm`] | `C = alpha * op(A) * op(B) + beta * C` (`beta = 0` overwrites, ignoring old `C`) |
 //! | [`gemv`] | overwrites `y` |
+//! | [`relu_forward`] / [`relu_backward`] | overwrite `y` / `dx` (may start uninitialised) |
 //! | [`pool2d_forward`] / [`pool2d_backward`] | overwrite `output` + `argmax` / `grad_input` |
 //! | [`stochastic_pool_forward_train`] / [`stochastic_pool_forward_test`] | overwrite `output` (+ `index`) |
 //! | [`stochastic_pool_backward_train`] / [`stochastic_pool_backward_test`] | overwrite `grad_input` |
@@ -94,6 +95,7 @@ mod im2col;
 mod lrn;
 mod pool;
 mod pool_stochastic;
+mod relu;
 mod winograd;
 #[macro_use]
 mod simd;
@@ -112,6 +114,7 @@ pub use pool_stochastic::{
     stochastic_pool_backward_test, stochastic_pool_backward_train, stochastic_pool_forward_test,
     stochastic_pool_forward_train,
 };
+pub use relu::{relu_backward, relu_forward};
 pub use winograd::{
     conv2d_forward_winograd, winograd_applicable, winograd_weights, winograd_weights_len,
 };

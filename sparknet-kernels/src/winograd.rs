@@ -37,7 +37,7 @@ const P: usize = 6;
 const E: usize = P * P;
 
 /// True when `g` can run as [`conv2d_forward_winograd`] and is worth it: a 3x3 kernel, stride 1,
-/// dilation 1 (any padding and groups), with at least [`MIN_IN`] input and 8 output channels per
+/// dilation 1 (any padding and groups), with at least 32 input and 8 output channels per
 /// group. Each of the 36 products sums over the input channels only, so with fewer of them the
 /// GEMMs are too shallow to run fast (SqueezeNet's 16-channel expand3x3 layers took 1.3x as long
 /// as im2col + GEMM; its 32- to 64-channel ones 0.65-0.8x).
@@ -51,7 +51,7 @@ pub fn winograd_applicable(g: &ConvGeometry) -> bool {
 }
 
 /// The fewest input channels per group [`winograd_applicable`] accepts.
-pub const MIN_IN: usize = 32;
+const MIN_IN: usize = 32;
 
 /// `(tiles down, tiles across, tiles)` of one output plane.
 fn tiles(g: &ConvGeometry) -> (usize, usize, usize) {

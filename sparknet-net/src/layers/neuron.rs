@@ -6,14 +6,14 @@
 //! expression, so they run on every device.
 //!
 //! ReLU, the one on every convolution's output, has a CPU path of its own: one pass over the host
-//! slice on the rayon pool, forward and backward. Candle's elementwise ops take three passes for
+//! slice on the rayon pool, forward and backward (`sparknet_kernels::relu_forward` and
+//! `relu_backward`; most ReLUs do not even run as layers, see `Layer::fuse_relu`). Candle's elementwise ops take three passes for
 //! the backward and run on candle's own thread pool, which on a small machine competes with the
 //! rayon pool the kernels use (ReLU measured 3x slower with two threads than with one).
 
 use candle::{DType, Tensor};
-use rayon::prelude::*;
 
-use crate::cpu::{from_host, with_host};
+use crate::cpu::{from_host, kernel_err, with_host};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, want};
 use crate::proto::LayerParameter;
@@ -84,46 +84,22 @@ impl Layer for Neuron {
     }
 }
 
-/// Elements per rayon task of the host ReLU.
-const RELU_CHUNK: usize = 1 << 14;
-
-/// ReLU on the host: `x > 0 ? x : slope * x` (for slope 0, `max(x, 0)` as candle's `relu`), or,
-/// with `dy`, its gradient `dy * (x > 0 ? 1 : slope)`; the same formulas as the candle path.
+/// ReLU on the host (`sparknet_kernels::relu_forward`): `x > 0 ? x : slope * x` (for slope 0,
+/// `max(x, 0)` as candle's `relu`), or, with `dy`, its gradient `dy * (x > 0 ? 1 : slope)`
+/// (`sparknet_kernels::relu_backward`); the same formulas as the candle path.
 fn relu_host(x: &Tensor, dy: Option<&Tensor>, slope: f32) -> Result<Tensor> {
     let n = x.elem_count();
     let mut out: Vec<f32> = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
+    let err = |e| kernel_err("ReLU", e);
     with_host(x, |xs| match dy {
-        None if slope == 0.0 => {
-            spare.par_chunks_mut(RELU_CHUNK).zip(xs.par_chunks(RELU_CHUNK)).for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    y.write(x.max(0.0));
-                }
-            });
-            Ok(())
+        None => sparknet_kernels::relu_forward(xs, slope, spare).map_err(err),
+        Some(dy) => {
+            with_host(dy, |ds| sparknet_kernels::relu_backward(xs, ds, slope, spare).map_err(err))
         }
-        None => {
-            spare.par_chunks_mut(RELU_CHUNK).zip(xs.par_chunks(RELU_CHUNK)).for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    y.write(if x > 0.0 { x } else { slope * x });
-                }
-            });
-            Ok(())
-        }
-        Some(dy) => with_host(dy, |ds| {
-            let pieces = spare.par_chunks_mut(RELU_CHUNK).zip(xs.par_chunks(RELU_CHUNK));
-            pieces.zip(ds.par_chunks(RELU_CHUNK)).for_each(|((g, x), d)| {
-                for ((g, &x), &d) in g.iter_mut().zip(x).zip(d) {
-                    g.write(d * if x > 0.0 { 1.0 } else { slope });
-                }
-            });
-            Ok(())
-        }),
     })?;
-    // SAFETY: every one of the first `n` elements was written above: the chunks of `spare`
-    // (exactly `n` long) are zipped with chunks of `xs` (and `ds`), which hold `n` elements as
-    // `with_host` passes a tensor's full data, so each output chunk meets an input chunk of the
-    // same length; `n` is within the capacity reserved.
+    // SAFETY: the kernel returned Ok, so it wrote all `n` elements of `spare`, the first `n`
+    // elements of `out`'s capacity.
     unsafe { out.set_len(n) };
     from_host(out, x.dims(), x.device())
 }

@@ -93,6 +93,56 @@ pub(crate) fn gemm_into(
     }
 }
 
+/// `dst = lhs * rhs (+ dst if accumulate)` with the `m x n` result stored **column-major** in
+/// `dst` (element `(i, j)` at `dst[j * m + i]`), the layout `gemm`'s microkernels write natively.
+///
+/// # Panics
+/// As [`gemm_into`].
+pub(crate) fn gemm_into_colmajor(
+    dst: &mut [f32],
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: as in `gemm_into`: the asserts prove every addressed element lies inside its slice
+    // (dst is m x n column-major within `dst.len() >= m * n`), and `dst` is a unique borrow.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            m as isize,
+            1,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
 /// `dst = lhs * rhs (+ dst if accumulate)` for a strided destination: element `(i, j)` of the
 /// `m x n` result lives at `dst + i * dst_rs + j`. Single-threaded.
 ///
@@ -347,6 +397,80 @@ pub fn transpose(rows: usize, cols: usize, src: &[f32], dst: &mut [f32]) -> Resu
     Ok(())
 }
 
+/// `dst` (`cols x rows`) = `src` (`rows x cols`)^T on the calling thread (the convolution's
+/// per-sample column transposes). Lengths are the caller's invariant (`rows * cols` each).
+pub(crate) fn transpose_seq(rows: usize, cols: usize, src: &[f32], dst: &mut [f32]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: the CPU has AVX2 (checked just above), all `transpose_avx2` requires.
+        unsafe { transpose_avx2(rows, cols, src, dst) };
+        return;
+    }
+    transpose_edges(rows, cols, 0, 0, src, dst);
+}
+
+/// The elements of rows `rb..` and, above them, of columns `cb..` (what 8 x 8 blocks leave).
+fn transpose_edges(rows: usize, cols: usize, rb: usize, cb: usize, src: &[f32], dst: &mut [f32]) {
+    for r in 0..rows {
+        for c in if r < rb { cb } else { 0 }..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
+/// [`transpose_seq`] in 8 x 8 blocks: eight row loads, the classic unpack / shuffle / lane
+/// permute sequence, eight column stores.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transpose_avx2(rows: usize, cols: usize, src: &[f32], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const B: usize = 8;
+    let (rb, cb) = (rows / B * B, cols / B * B);
+    for r0 in (0..rb).step_by(B) {
+        for c0 in (0..cb).step_by(B) {
+            // SAFETY: r0 + 7 < rows and c0 + 7 < cols, so each load reads 8 floats of row
+            // r0 + i inside `src` (rows * cols long, asserted by the caller) and each store writes
+            // 8 floats of row c0 + j inside `dst`; unaligned loads and stores need no alignment.
+            unsafe {
+                let ld = |i: usize| _mm256_loadu_ps(src.as_ptr().add((r0 + i) * cols + c0));
+                let (a0, a1, a2, a3) = (ld(0), ld(1), ld(2), ld(3));
+                let (a4, a5, a6, a7) = (ld(4), ld(5), ld(6), ld(7));
+                let t0 = _mm256_unpacklo_ps(a0, a1);
+                let t1 = _mm256_unpackhi_ps(a0, a1);
+                let t2 = _mm256_unpacklo_ps(a2, a3);
+                let t3 = _mm256_unpackhi_ps(a2, a3);
+                let t4 = _mm256_unpacklo_ps(a4, a5);
+                let t5 = _mm256_unpackhi_ps(a4, a5);
+                let t6 = _mm256_unpacklo_ps(a6, a7);
+                let t7 = _mm256_unpackhi_ps(a6, a7);
+                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let cols_out = [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ];
+                for (j, v) in cols_out.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.as_mut_ptr().add((c0 + j) * rows + r0), v);
+                }
+            }
+        }
+    }
+    transpose_edges(rows, cols, rb, cb, src, dst);
+}
+
 /// The sum of `xs`, in 16 interleaved partial sums (vectorised; an in-order `f32` sum is one
 /// long dependency chain, about 4x slower). The order differs from a left-to-right sum, so the
 /// last bits may too.
@@ -361,4 +485,23 @@ pub fn sum(xs: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    /// The per-sample transpose (8 x 8 AVX2 blocks where the CPU has them, element by element
+    /// at the edges and elsewhere) against the definition, on shapes around the block size.
+    #[test]
+    fn transpose_seq_matches_the_definition() {
+        for (rows, cols) in [(1, 1), (8, 8), (7, 9), (16, 24), (17, 33), (75, 1024), (3, 64)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            super::transpose_seq(rows, cols, &src, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! 2-D convolution with Caffe semantics: im2col + one GEMM per sample and group.
 
-use crate::blas::{MatRef, gemm_into, gemm_strided, parallelism};
+use crate::blas::{MatRef, gemm_into, gemm_into_colmajor, gemm_strided, parallelism};
 use crate::error::{Result, check_len, geometry};
 use crate::im2col::{col2im, im2col, im2col_par};
 use crate::simd::multiversion;
@@ -557,6 +557,8 @@ fn params_chunk(
 ) {
     let (mg, kg, ohw) = g.group_dims();
     let samples = xs.chunks_exact(g.input_len()).zip(gys.chunks_exact(g.output_len()));
+    let rows = g.groups * kg;
+    let (col, colt) = col.split_at_mut(rows * ohw);
     for (i, (x, gy)) in samples.enumerate() {
         let src: &[f32] = if g.is_pointwise() {
             x
@@ -565,11 +567,14 @@ fn params_chunk(
             col
         };
         for grp in 0..g.groups {
-            gemm_into(
+            let c = &src[grp * kg * ohw..(grp + 1) * kg * ohw];
+            let ct = &mut colt[grp * kg * ohw..(grp + 1) * kg * ohw];
+            crate::blas::transpose_seq(kg, ohw, c, ct);
+            // gw = gy col^T, computed as gw^T = col gy^T written column-major (= gw row-major).
+            gemm_into_colmajor(
                 &mut gw[grp * mg * kg..(grp + 1) * mg * kg],
-                MatRef::row_major(&gy[grp * mg * ohw..(grp + 1) * mg * ohw], mg, ohw),
-                MatRef::transposed(&src[grp * kg * ohw..(grp + 1) * kg * ohw], ohw, kg),
-                1.0,
+                MatRef::transposed(ct, kg, ohw),
+                MatRef::transposed(&gy[grp * mg * ohw..(grp + 1) * mg * ohw], ohw, mg),
                 !(overwrite_first && i == 0),
                 par,
             );
@@ -600,7 +605,8 @@ pub fn conv2d_backward_params(
     if batch == 0 {
         return Ok(());
     }
-    let (in_s, out_s, col_len) = (g.input_len(), g.output_len(), g.col_len().max(1));
+    let (in_s, out_s) = (g.input_len(), g.output_len());
+    let col_len = 2 * g.in_channels * g.kernel_h * g.kernel_w * g.out_h() * g.out_w();
     let wl = g.weight_len();
     let p = plan(batch);
     if p.chunks == 1 {

@@ -162,7 +162,9 @@ fn backward_matches_direct_adjoint_and_accumulates() {
                     .unwrap();
             }
             let twice = |v: &[f64]| v.iter().map(|a| 0.5 + 2.0 * a).collect::<Vec<_>>();
-            assert_close(&format!("{what} grad_weight"), &gw, &twice(&gw_ref), 1e-5);
+            // Each weight gradient sums batch x out_h x out_w products (up to ~600 here) whose
+            // signs cancel, in whatever order the GEMM takes: 5e-5 of the result's scale.
+            assert_close(&format!("{what} grad_weight"), &gw, &twice(&gw_ref), 5e-5);
             assert_close(&format!("{what} grad_bias"), &gb, &twice(&gb_ref), 1e-5);
         }
     });

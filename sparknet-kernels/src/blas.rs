@@ -40,13 +40,19 @@ pub(crate) fn parallelism(threads: usize) -> Parallelism {
     if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None }
 }
 
-/// `dst (row-major m x n, leading dimension n) = alpha * lhs * rhs (+ dst if accumulate)`.
+/// The one call into `gemm`: `dst = alpha * lhs * rhs (+ dst if accumulate)`, element `(i, j)` of
+/// the `m x n` result at `dst + i * dst_rs + j * dst_cs`.
+///
+/// # Safety
+/// `dst` must be valid for reads and writes at every such element, and nothing else may access
+/// those elements during the call.
 ///
 /// # Panics
 /// When a view does not fit its slice or the shapes disagree: callers validate the user's slices
-/// first, so this guards internal invariants only (and keeps the `unsafe` call sound).
-pub(crate) fn gemm_into(
-    dst: &mut [f32],
+/// first, so this guards internal invariants only (and keeps the `gemm` call sound).
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    (dst_rs, dst_cs): (usize, usize),
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
     alpha: f32,
@@ -54,28 +60,32 @@ pub(crate) fn gemm_into(
     par: Parallelism,
 ) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
+    assert!(rhs.rows == k && lhs.in_bounds() && rhs.in_bounds());
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: (i, j) is an element of the result; the caller vouches for it.
+                    unsafe { *dst.add(i * dst_rs + j * dst_cs) = 0.0 };
+                }
+            }
         }
         return;
     }
-    // SAFETY: the asserts above prove that every element the three strided views address lies
-    // inside its slice (dst is m x n row-major within `dst.len() >= m * n`); `dst` is a unique
-    // borrow, so it cannot alias `lhs` or `rhs`. gemm computes dst := a*dst + b*lhs*rhs and reads
-    // dst only when `read_dst` is true.
+    // SAFETY: the assert proves every element the two read-only views address lies inside its
+    // slice; the caller vouches for `dst`'s elements, which therefore cannot alias the views'
+    // shared borrows. gemm computes dst := a*dst + b*lhs*rhs and reads dst only when `read_dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,
@@ -93,6 +103,23 @@ pub(crate) fn gemm_into(
     }
 }
 
+/// `dst (row-major m x n, leading dimension n) = alpha * lhs * rhs (+ dst if accumulate)`.
+///
+/// # Panics
+/// As [`gemm_raw`], or when `dst` is shorter than `m x n`.
+pub(crate) fn gemm_into(
+    dst: &mut [f32],
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    alpha: f32,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= lhs.rows * rhs.cols);
+    // SAFETY: `dst` is a unique borrow holding all m x n elements (row stride n).
+    unsafe { gemm_raw(dst.as_mut_ptr(), (rhs.cols, 1), lhs, rhs, alpha, accumulate, par) }
+}
+
 /// `dst = lhs * rhs (+ dst if accumulate)` with the `m x n` result stored **column-major** in
 /// `dst` (element `(i, j)` at `dst[j * m + i]`), the layout `gemm`'s microkernels write natively.
 ///
@@ -105,53 +132,17 @@ pub(crate) fn gemm_into_colmajor(
     accumulate: bool,
     par: Parallelism,
 ) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: as in `gemm_into`: the asserts prove every addressed element lies inside its slice
-    // (dst is m x n column-major within `dst.len() >= m * n`), and `dst` is a unique borrow.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            m as isize,
-            1,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    assert!(dst.len() >= lhs.rows * rhs.cols);
+    // SAFETY: `dst` is a unique borrow holding all m x n elements (column stride m).
+    unsafe { gemm_raw(dst.as_mut_ptr(), (1, lhs.rows), lhs, rhs, 1.0, accumulate, par) }
 }
 
 /// `dst = lhs * rhs (+ dst if accumulate)` for a strided destination: element `(i, j)` of the
 /// `m x n` result lives at `dst + i * dst_rs + j`. Single-threaded.
 ///
 /// # Safety
-/// `dst` must be valid for reads and writes at every such element, and nothing else may read
-/// or write those elements during the call (other threads may use the rest of the buffer).
-///
-/// # Panics
-/// When `lhs`/`rhs` do not fit their slices or their shapes disagree (internal invariants).
+/// As [`gemm_raw`]'s: `dst` valid for reads and writes at every such element, and nothing else
+/// reads or writes those elements during the call (other threads may use the rest of the buffer).
 pub(crate) unsafe fn gemm_strided(
     dst: *mut f32,
     dst_rs: usize,
@@ -159,36 +150,8 @@ pub(crate) unsafe fn gemm_strided(
     rhs: MatRef<'_>,
     accumulate: bool,
 ) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert!(rhs.rows == k && lhs.in_bounds() && rhs.in_bounds() && k > 0);
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the caller guarantees `dst`'s m x n elements (row stride `dst_rs`) are valid and
-    // exclusively ours; the assert proves the two read-only views lie inside their slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_raw(dst, (dst_rs, 1), lhs, rhs, 1.0, accumulate, Parallelism::None) }
 }
 
 /// Row-major SGEMM: `C = alpha * op(A) * op(B) + beta * C`, multithreaded through `gemm` with

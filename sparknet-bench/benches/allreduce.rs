@@ -142,7 +142,7 @@ fn measure<C: Collective>(
     let (mut old_sgd, mut new_sgd) = (sgd(params), sgd(params));
     let (mut raw, mut raw_grads, mut raw_sgd) = (old.clone(), old_grads.clone(), sgd(params));
     let inv_k = 1.0 / comm.size() as f32;
-    let mut averager = Averager::new(0);
+    let mut averager = Averager::new();
     let mut sample = Sample {
         times: std::array::from_fn(|_| Vec::with_capacity(rounds)),
         allocations: 0,

@@ -13,9 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use sparknet_mpi::{
-    Averager, AveragingPolicy, Collective, Error, MpiComm, ReplicaState, StatePolicy,
-};
+use sparknet_mpi::{Averager, Collective, Error, MpiComm};
 
 /// Larger than one reduction block and not a multiple of anything in sight.
 const LEN: usize = 1_000_003;
@@ -113,7 +111,7 @@ fn main() {
 
     // Averaging equals the elementwise mean.
     let mut weights: Vec<f32> = (0..LEN).map(|i| value(rank, i)).collect();
-    let mut averager = Averager::new(0);
+    let mut averager = Averager::new();
     let stats = c.ok("average", averager.average(&comm, &mut weights));
     c.check(stats.elements == LEN, || format!("average reported {} elements", stats.elements));
     // The sum is exact in any order, then multiplied by 1/K (exact for a power-of-two K).
@@ -182,23 +180,9 @@ fn main() {
         c.check(ok, || format!("gather_f64 at root {root} returned {gathered:?}"));
     }
 
-    // The policy: params and BatchNorm statistics averaged in one round, history reset.
-    let policy =
-        AveragingPolicy { batch_norm: StatePolicy::Averaged, solver_history: StatePolicy::Reset };
-    let mut params: Vec<f32> = (0..1000).map(|i| value(rank, i)).collect();
-    let mut bn: Vec<f32> = (0..30).map(|i| value(rank, i + 7)).collect();
-    let mut hist = vec![rank as f32 + 1.0; 1000];
-    let mut averager = Averager::new(policy.packed_len(params.len(), bn.len(), hist.len()));
-    let state =
-        ReplicaState { params: &mut params, batch_norm: &mut bn, solver_history: &mut hist };
-    let stats = c.ok("average_state", averager.average_state(&comm, state, &policy));
-    c.check(stats.elements == 1030, || format!("average_state packed {}", stats.elements));
-    c.same_bits("average_state params", &params, mean);
-    c.same_bits("average_state batch norm", &bn, |i| mean(i + 7));
-    c.same_bits("average_state history reset", &hist, |_| 0.0);
-
     // The communication delay is added to every round.
-    let mut slow = Averager::new(0).with_comm_delay(Duration::from_millis(25));
+    let mut params: Vec<f32> = (0..1000).map(|i| value(rank, i)).collect();
+    let mut slow = Averager::new().with_comm_delay(Duration::from_millis(25));
     let stats = c.ok("delayed average", slow.average(&comm, &mut params));
     c.check(stats.comm >= Duration::from_millis(25), || format!("delayed round took {stats:?}"));
 

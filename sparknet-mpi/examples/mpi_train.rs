@@ -5,8 +5,8 @@
 //! mpirun --oversubscribe -n 4 target/debug/examples/mpi_train
 //! ```
 //!
-//! 1. The loop ([`sparknet_mpi::trainer::train`]) over `MpiComm` with a least-squares worker
-//!    (plain SGD): rank 0's weights are broadcast, every rank steps on its own rows, and after
+//! 1. The loop ([`sparknet_mpi::trainer::train`]) over `MpiComm` with the least-squares worker
+//!    of the trainer tests (`tests/trainer/lsq.rs`, plain SGD): rank 0's weights are broadcast, every rank steps on its own rows, and after
 //!    each round every replica equals the mean of all replicas, which each rank also computes on
 //!    its own by simulating every rank (to 1e-6: the library may sum in another order); with
 //!    `--sync gradients` likewise for one worker on the union batch.
@@ -20,123 +20,40 @@
 //! `cargo xtask mpi-test` runs it at 2 and 4 ranks. A failed check aborts the job through
 //! `MPI_Abort` with a message naming the check, so `mpirun` exits non-zero.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use sparknet_mpi::bind::{FeedConfig, PhaseData, data_layers};
 use sparknet_mpi::eval::{TestScores, evaluate};
-use sparknet_mpi::run::{TrainOptions, plan};
+use sparknet_mpi::plan::{TrainOptions, plan};
 use sparknet_mpi::solver_worker::SolverWorker;
-use sparknet_mpi::trainer::{LoopConfig, StepOutcome, SyncMode, Worker, train};
+use sparknet_mpi::trainer::{LoopConfig, SyncMode, Worker, train};
 use sparknet_mpi::{Collective, LocalComm, MpiComm, Result};
 use sparknet_net::load::{read_caffemodel, read_net_prototxt};
 use sparknet_net::{Net, NetConfig, Phase};
 
-const DIM: usize = 7;
-const ROWS_PER_RANK: usize = 16;
+/// Rows per step on each rank.
 const BATCH: usize = 4;
 
-fn row(i: usize) -> ([f32; DIM], f32) {
-    let mut x = [0f32; DIM];
-    for (j, v) in x.iter_mut().enumerate() {
-        *v = (((i * 31 + j * 17) % 23) as f32 - 11.0) / 16.0;
-    }
-    (x, x.iter().enumerate().map(|(j, v)| v * (j as f32 - 3.0)).sum::<f32>() + 0.5)
-}
+#[path = "../tests/trainer/lsq.rs"]
+mod lsq;
+use lsq::{Lsq, ROWS};
 
-/// Plain SGD on `0.5 * mean (x.w - y)^2` over rank `rank`'s rows.
-struct Lsq {
-    rank: usize,
-    w: Vec<f32>,
-    g: Vec<f32>,
-    iter: u64,
-}
-
-impl Lsq {
-    fn new(rank: usize) -> Lsq {
-        // Only rank 0's start survives the broadcast.
-        Lsq { rank, w: vec![rank as f32 + 0.1; DIM], g: vec![0.0; DIM], iter: 0 }
-    }
-    fn rows(&self) -> Vec<usize> {
-        (0..BATCH)
-            .map(|i| self.rank * ROWS_PER_RANK + (self.iter as usize * BATCH + i) % ROWS_PER_RANK)
-            .collect()
-    }
-}
-
-impl Worker for Lsq {
-    fn iter(&self) -> u64 {
-        self.iter
-    }
-    fn set_iter(&mut self, iter: u64) {
-        self.iter = iter;
-    }
-    fn params(&mut self) -> Result<&mut [f32]> {
-        Ok(&mut self.w)
-    }
-    fn params_changed(&mut self) -> Result<()> {
-        Ok(())
-    }
-    fn step(&mut self) -> Result<StepOutcome> {
-        let loss = self.compute_gradients()?;
-        Ok(StepOutcome { loss, lr: self.apply_gradients()? })
-    }
-    fn compute_gradients(&mut self) -> Result<f32> {
-        self.g.fill(0.0);
-        let rows = self.rows();
-        let mut loss = 0.0;
-        for &i in &rows {
-            let (x, y) = row(i);
-            let r = x.iter().zip(&self.w).map(|(a, b)| a * b).sum::<f32>() - y;
-            loss += 0.5 * r * r / rows.len() as f32;
-            for (g, v) in self.g.iter_mut().zip(x) {
-                *g += r * v / rows.len() as f32;
-            }
-        }
-        Ok(loss)
-    }
-    fn grads(&mut self) -> Result<&mut [f32]> {
-        Ok(&mut self.g)
-    }
-    fn apply_gradients(&mut self) -> Result<f32> {
-        for (w, g) in self.w.iter_mut().zip(&self.g) {
-            *w -= 0.2 * g;
-        }
-        self.iter += 1;
-        Ok(0.2)
-    }
-    fn data_wait(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn test(&mut self, comm: &dyn Collective) -> Result<TestScores> {
-        let mut s = [0f64; 2];
-        for i in self.rank * ROWS_PER_RANK..(self.rank + 1) * ROWS_PER_RANK {
-            let (x, y) = row(i);
-            let r = x.iter().zip(&self.w).map(|(a, b)| a * b).sum::<f32>() - y;
-            s[0] += f64::from(0.5 * r * r);
-            s[1] += 1.0;
-        }
-        comm.all_reduce_sum_f64(&mut s)?;
-        Ok(TestScores {
-            outputs: vec![("loss".into(), s[0] / s[1])],
-            records: s[1] as u64,
-            seconds: 0.0,
-        })
-    }
-    fn snapshot(&mut self) -> Result<Vec<PathBuf>> {
-        Ok(Vec::new())
-    }
+/// Rank `rank`'s learner in a group of `k`: its own rows, plain SGD at rate 0.2, and a start of
+/// its own (only rank 0's survives the broadcast).
+fn learner(rank: usize, k: usize) -> Lsq {
+    let mut w = Lsq::partitioned(rank, k, BATCH);
+    w.lr = 0.2;
+    w.w.fill(rank as f32 + 0.1);
+    w
 }
 
 /// Every rank's replica simulated on this rank, for `iters` iterations.
 fn simulate(k: usize, tau: u64, iters: u64, sync: SyncMode) -> Vec<f32> {
-    let mut reps: Vec<Lsq> = (0..k).map(Lsq::new).collect();
+    let mut reps: Vec<Lsq> = (0..k).map(|r| learner(r, k)).collect();
     let start = reps[0].w.clone();
     for r in &mut reps {
         r.w.clone_from(&start);
     }
     let mean = |vs: Vec<&Vec<f32>>| -> Vec<f32> {
-        (0..DIM)
+        (0..lsq::DIM)
             .map(|j| vs.iter().map(|v| f64::from(v[j])).sum::<f64>() as f32 / k as f32)
             .collect()
     };
@@ -177,7 +94,7 @@ fn check(comm: &MpiComm, ok: bool, what: impl FnOnce() -> String) {
 
 fn check_loop(comm: &MpiComm, tau: u64, iters: u64, sync: SyncMode) {
     let config = LoopConfig { tau, max_iter: iters, sync, display: 5, ..LoopConfig::default() };
-    let mut worker = Lsq::new(comm.rank());
+    let mut worker = learner(comm.rank(), comm.size());
     let mut events = 0;
     let summary = train(comm, &mut worker, &config, &mut |e| events += usize::from(!e.tick));
     let summary = summary.unwrap_or_else(|e| {
@@ -189,7 +106,7 @@ fn check_loop(comm: &MpiComm, tau: u64, iters: u64, sync: SyncMode) {
     check(comm, close, || format!("{sync:?} tau {tau}: {:?} vs simulated {want:?}", worker.w));
     check(comm, summary.iter == iters, || format!("iter {}", summary.iter));
     let test = summary.test.as_ref().map_or(0, |t| t.records);
-    check(comm, test == (ROWS_PER_RANK * comm.size()) as u64, || format!("tested {test} rows"));
+    check(comm, test == ROWS as u64, || format!("tested {test} rows"));
     let reported = if comm.rank() == 0 { events >= 2 } else { events == 0 };
     check(comm, reported, || format!("{events} reports on rank {}", comm.rank()));
 }

@@ -107,9 +107,14 @@ fn layer_spec(
 
 fn mean(layer: &str, file: Option<&str>, values: &[f32]) -> Result<Mean> {
     match (file, values) {
-        (Some(f), []) => MeanImage::read(Path::new(f))
-            .map(Mean::File)
-            .map_err(|e| Error::Config(format!("Data layer '{layer}': mean_file '{f}': {e}"))),
+        (Some(f), []) => {
+            MeanImage::read(Path::new(f)).map(Mean::File).map_err(|source| Error::DataLayer {
+                layer: layer.to_string(),
+                path: f.into(),
+                source: source.into(),
+                hint: "",
+            })
+        }
         (Some(_), _) => Err(Error::Config(format!(
             "Data layer '{layer}': transform_param has both mean_file and mean_value"
         ))),
@@ -123,13 +128,13 @@ fn mean(layer: &str, file: Option<&str>, values: &[f32]) -> Result<Mean> {
 /// # Errors
 /// [`Error::Config`] naming the layer and directory.
 pub fn open_dataset(spec: &DataLayerSpec) -> Result<Arc<Dataset>> {
-    Dataset::open(&spec.source).map(Arc::new).map_err(|e| {
-        Error::Config(format!(
-            "Data layer '{}': cannot open dataset '{}': {e} (sparknet reads sparknet-data datasets, not LMDB/LevelDB: \
-             make one with `sparknet-data convert mnist|cifar10|images ...` and pass it with --train-data/--test-data)",
-            spec.layer,
-            spec.source.display()
-        ))
+    Dataset::open(&spec.source).map(Arc::new).map_err(|source| Error::DataLayer {
+        layer: spec.layer.clone(),
+        path: spec.source.clone(),
+        source: source.into(),
+        hint: " (sparknet reads sparknet-data datasets, not LMDB/LevelDB: make one with \
+               `sparknet-data convert mnist|cifar10|images ...` and pass it with \
+               --train-data/--test-data)",
     })
 }
 
@@ -195,12 +200,11 @@ impl PhaseData {
                 world: feed.world,
                 skip_corrupt: false,
             };
-            let loader = Loader::new(ds, config).map_err(|e| {
-                Error::Config(format!(
-                    "Data layer '{}' ({}): {e}",
-                    spec.layer,
-                    spec.source.display()
-                ))
+            let loader = Loader::new(ds, config).map_err(|source| Error::DataLayer {
+                layer: spec.layer.clone(),
+                path: spec.source.clone(),
+                source: source.into(),
+                hint: "",
             })?;
             bound.push(Bound { spec: spec.clone(), loader });
         }
@@ -250,12 +254,11 @@ impl PhaseData {
     pub fn next_inputs(&mut self, take: Option<usize>) -> Result<HashMap<String, Tensor>> {
         let mut inputs = HashMap::new();
         for b in &mut self.bound {
-            let batch = b.loader.next_batch().map_err(|e| {
-                Error::Config(format!(
-                    "Data layer '{}' ({}): {e}",
-                    b.spec.layer,
-                    b.spec.source.display()
-                ))
+            let batch = b.loader.next_batch().map_err(|source| Error::DataLayer {
+                layer: b.spec.layer.clone(),
+                path: b.spec.source.clone(),
+                source: source.into(),
+                hint: "",
             })?;
             let [n, c, h, w] = batch.shape();
             let n = take.map_or(n, |t| t.min(n));

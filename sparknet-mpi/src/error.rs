@@ -97,18 +97,6 @@ pub enum Error {
     /// MPI could not be initialised (for example it already was, in this process).
     #[error("MPI initialisation failed: {0}")]
     MpiInit(String),
-    /// The averager's packing buffer is smaller than what a round must pack.
-    #[error(
-        "averager: this round packs {needed} values ({what}) but the buffer was allocated for {capacity}; create the Averager with a capacity of at least {needed}"
-    )]
-    BufferTooSmall {
-        /// What was being packed.
-        what: &'static str,
-        /// The number of values the round needs.
-        needed: usize,
-        /// The buffer's capacity.
-        capacity: usize,
-    },
     /// The net (building it, loading weights, a forward pass) failed.
     #[error(transparent)]
     Net(#[from] sparknet_net::Error),
@@ -118,6 +106,20 @@ pub enum Error {
     /// A dataset could not be opened or read.
     #[error(transparent)]
     Data(#[from] sparknet_data::Error),
+    /// A net's Data layer could not open or read its dataset (or its mean file): the layer, the
+    /// file, the data crate's error, and a hint where one helps.
+    #[error("Data layer '{layer}' ({}): {source}{hint}", path.display())]
+    DataLayer {
+        /// The layer's name.
+        layer: String,
+        /// The dataset directory or mean file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<sparknet_data::Error>,
+        /// Advice appended to the message (may be empty).
+        hint: &'static str,
+    },
     /// A candle tensor operation failed while feeding or reading the net.
     #[error("tensor: {0}")]
     Tensor(#[from] candle::Error),

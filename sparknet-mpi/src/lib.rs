@@ -18,7 +18,7 @@
 //!     weights.iter_mut().for_each(|w| *w += comm.rank() as f32);
 //!
 //!     // One averaging round: a single allreduce over the flat buffer, then divide by K.
-//!     let mut averager = Averager::new(0);
+//!     let mut averager = Averager::new();
 //!     let stats = averager.average(&comm, &mut weights)?;
 //!     assert_eq!(stats.elements, 6);
 //!     Ok(weights)
@@ -41,20 +41,24 @@
 //! - `MpiComm` (feature `mpi`): one process per rank under `mpirun`, allreduce in place through
 //!   `MPI_IN_PLACE`, and a failing rank ends the whole job through `MPI_Abort`.
 //! - [`Averager`]: one allreduce per round over one flat buffer, no allocation per round, an
-//!   optional artificial delay per round, and the [`AveragingPolicy`] for BatchNorm statistics and
-//!   solver history.
+//!   optional artificial delay per round; [`StatePolicy`] for the solver history.
 //!
 //! The trainer, built on these:
 //!
 //! - [`trainer`]: the SparkNet loop over any [`Collective`] and [`trainer::Worker`] (rank 0's
 //!   weights broadcast, `tau` local steps then one averaging allreduce, or gradient sync; warmup,
 //!   communication delay, time budget; round-aligned reports, tests and snapshots).
-//! - [`solver_worker`]: the worker of a real net (sparknet-net's `Solver`), and [`solver_worker::run`]
-//!   (in-process workers, or one rank per process under `mpirun`).
+//! - [`solver_worker`]: the worker of a real net (sparknet-net's `Solver`).
 //! - [`bind`]: a net's `Data` layers bound to sparknet-data loaders over this rank's partition;
 //!   [`eval`]: a test pass over the partition, summed over ranks.
-//! - [`run`]: solver/net/data resolution for the `sparknet-train` binary; [`default_run`]: its
-//!   embedded LeNet and the MNIST-or-synthetic data it finds.
+//! - [`plan`]: solver/net/data resolution for the `sparknet-train` binary ([`plan::Plan`]);
+//!   [`default_run`]: its embedded LeNet and the MNIST-or-synthetic data it finds.
+//! - [`launch`]: how a plan runs ([`launch::run`]: in-process workers, or one rank per process
+//!   under `mpirun`, each with its share of the cores).
+//!
+//! The path of one training step, from the binary down: `sparknet-train` -> [`launch::run`] ->
+//! [`trainer::train`] (the round) -> [`solver_worker::SolverWorker`] -> sparknet-net's
+//! `Solver::compute_gradients` / `Solver::apply_update`.
 //!
 //! # Feature flags
 //!
@@ -90,14 +94,15 @@ mod collective;
 pub mod default_run;
 mod error;
 pub mod eval;
+pub mod launch;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
-pub mod run;
+pub mod plan;
 pub mod solver_worker;
 pub mod trainer;
 
-pub use average::{Averager, AveragingPolicy, ReplicaState, RoundStats, StatePolicy};
+pub use average::{Averager, RoundStats, StatePolicy};
 pub use collective::Collective;
 pub use error::{Error, Result};
 pub use local::{LocalComm, LocalGroup};

@@ -47,7 +47,7 @@ const PANIC_CODE: c_int = 101;
 ///
 /// let comm = MpiComm::init()?;
 /// let mut weights = vec![comm.rank() as f32; 1000];
-/// Averager::new(0).average(&comm, &mut weights)?;
+/// Averager::new().average(&comm, &mut weights)?;
 /// # Ok::<(), sparknet_mpi::Error>(())
 /// ```
 pub struct MpiComm {

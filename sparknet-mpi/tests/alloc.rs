@@ -1,7 +1,7 @@
 //! Averaging rounds allocate nothing: a counting global allocator (per thread) around each round
 //! after the first, on every worker of in-process groups of 1 to 4.
 
-use sparknet_mpi::{Averager, AveragingPolicy, Collective, LocalGroup, ReplicaState, StatePolicy};
+use sparknet_mpi::{Averager, Collective, LocalGroup};
 
 use sparknet_testkit::alloc::{CountingAllocator, thread_allocations as allocations};
 
@@ -10,27 +10,19 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[test]
 fn averaging_rounds_allocate_nothing() {
-    let policy =
-        AveragingPolicy { batch_norm: StatePolicy::Averaged, solver_history: StatePolicy::Reset };
     for k in 1..=4 {
         let counts = LocalGroup::new(k)
             .unwrap()
             .run(|comm| {
                 let mut params = vec![comm.rank() as f32; 50_000];
-                let mut bn = vec![1.0f32; 300];
                 let mut hist = vec![2.0f32; 50_000];
-                let mut averager =
-                    Averager::new(policy.packed_len(params.len(), bn.len(), hist.len()));
+                let mut averager = Averager::new();
                 let mut counted = Vec::new();
                 for round in 0..5 {
                     let before = allocations();
                     averager.average(&comm, &mut params)?;
-                    let state = ReplicaState {
-                        params: &mut params,
-                        batch_norm: &mut bn,
-                        solver_history: &mut hist,
-                    };
-                    averager.average_state(&comm, state, &policy)?;
+                    averager.average_prescaled(&comm, &mut params)?;
+                    averager.average(&comm, &mut hist)?;
                     comm.all_reduce_sum(&mut hist)?;
                     comm.barrier()?;
                     let after = allocations();

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use sparknet_mpi::{
-    Averager, AveragingPolicy, Collective, Error, LocalComm, LocalGroup, ReplicaState, StatePolicy,
-};
+use sparknet_mpi::{Averager, Collective, Error, LocalComm, LocalGroup};
 
 /// Deterministic pseudo-random finite `f32`s spread over many binades (with negative values,
 /// tiny and large magnitudes), so that sums are inexact and rounding shows.
@@ -44,7 +42,7 @@ fn averaging_identical_replicas_is_the_identity_bit_for_bit() {
     for k in 1..=4 {
         let out = run(k, |comm| {
             let mut w = weights.clone();
-            Averager::new(0).average(&comm, &mut w)?;
+            Averager::new().average(&comm, &mut w)?;
             Ok(w)
         });
         for (rank, w) in out.iter().enumerate() {
@@ -60,7 +58,7 @@ fn averaging_equals_the_elementwise_mean() {
         let replicas: Vec<Vec<f32>> = (0..k).map(|r| replica(100 + r as u64, LEN)).collect();
         let out = run(k, |comm| {
             let mut w = replicas[comm.rank()].clone();
-            let stats = Averager::new(0).average(&comm, &mut w)?;
+            let stats = Averager::new().average(&comm, &mut w)?;
             assert_eq!(stats.elements, LEN);
             Ok(w)
         });
@@ -81,10 +79,10 @@ fn prescaled_averaging_matches_averaging_for_power_of_two_k() {
         let replicas: Vec<Vec<f32>> = (0..k).map(|r| replica(400 + r as u64, LEN)).collect();
         let out = run(k, |comm| {
             let mut plain = replicas[comm.rank()].clone();
-            Averager::new(0).average(&comm, &mut plain)?;
+            Averager::new().average(&comm, &mut plain)?;
             let inv = 1.0 / k as f32;
             let mut scaled: Vec<f32> = replicas[comm.rank()].iter().map(|x| x * inv).collect();
-            Averager::new(0).average_prescaled(&comm, &mut scaled)?;
+            Averager::new().average_prescaled(&comm, &mut scaled)?;
             Ok((plain, scaled))
         });
         for (rank, (plain, scaled)) in out.iter().enumerate() {
@@ -172,63 +170,9 @@ fn results_do_not_depend_on_thread_timing() {
 }
 
 #[test]
-fn policy_averages_keeps_or_resets_state_in_one_round() {
-    let k = 3;
-    for (bn, hist) in [
-        (StatePolicy::Averaged, StatePolicy::Local),
-        (StatePolicy::Averaged, StatePolicy::Averaged),
-        (StatePolicy::Local, StatePolicy::Reset),
-        (StatePolicy::Reset, StatePolicy::Averaged),
-    ] {
-        let policy = AveragingPolicy { batch_norm: bn, solver_history: hist };
-        let init =
-            |r: usize| (vec![r as f32; 5], vec![10.0 * r as f32; 3], vec![100.0 + r as f32; 4]);
-        let out = run(k, |comm| {
-            let (mut p, mut b, mut h) = init(comm.rank());
-            let mut averager = Averager::new(policy.packed_len(p.len(), b.len(), h.len()));
-            let state = ReplicaState { params: &mut p, batch_norm: &mut b, solver_history: &mut h };
-            let stats = averager.average_state(&comm, state, &policy)?;
-            assert_eq!(stats.elements, policy.packed_len(5, 3, 4).max(5));
-            assert_eq!(averager.rounds(), 1);
-            Ok((p, b, h))
-        });
-        let mean = |v: f32, scale: f32| v + scale * (0.0 + 1.0 + 2.0) / 3.0;
-        for (r, (p, b, h)) in out.into_iter().enumerate() {
-            let expect = |policy: StatePolicy, local: Vec<f32>, averaged: f32| match policy {
-                StatePolicy::Averaged => vec![averaged; local.len()],
-                StatePolicy::Local => local,
-                StatePolicy::Reset => vec![0.0; local.len()],
-            };
-            let (p0, b0, h0) = init(r);
-            assert_eq!(p, vec![mean(0.0, 1.0); p0.len()], "{policy:?} rank {r}");
-            assert_eq!(b, expect(bn, b0, mean(0.0, 10.0)), "{policy:?} rank {r}");
-            assert_eq!(h, expect(hist, h0, mean(100.0, 1.0)), "{policy:?} rank {r}");
-        }
-    }
-}
-
-#[test]
-fn default_policy_is_sparknets() {
-    let policy = AveragingPolicy::default();
-    assert_eq!(policy.batch_norm, StatePolicy::Averaged);
-    assert_eq!(policy.solver_history, StatePolicy::Local);
-    assert_eq!(policy.packed_len(10, 0, 7), 0, "parameters alone are reduced in place");
-    assert_eq!(policy.packed_len(10, 2, 7), 12);
-}
-
-#[test]
-fn too_small_packing_buffer_is_an_error() {
-    let comm = LocalComm::single();
-    let (mut p, mut b, mut h) = (vec![1.0; 4], vec![2.0; 2], vec![3.0; 1]);
-    let state = ReplicaState { params: &mut p, batch_norm: &mut b, solver_history: &mut h };
-    let err = Averager::new(5).average_state(&comm, state, &AveragingPolicy::default());
-    assert!(matches!(err, Err(Error::BufferTooSmall { needed: 6, capacity: 5, .. })), "{err:?}");
-}
-
-#[test]
 fn comm_delay_is_added_to_every_round() {
     let comm = LocalComm::single();
-    let mut averager = Averager::new(0).with_comm_delay(Duration::from_millis(30));
+    let mut averager = Averager::new().with_comm_delay(Duration::from_millis(30));
     let mut w = vec![1.0f32; 8];
     for _ in 0..2 {
         let stats = averager.average(&comm, &mut w).expect("average");
@@ -349,7 +293,7 @@ fn group_construction() {
     // The trait is object safe: the trainer may hold a `Box<dyn Collective>`.
     let dynamic: &dyn Collective = &single;
     let mut v = [2.0f32, 4.0];
-    Averager::new(0).average(dynamic, &mut v).unwrap();
+    Averager::new().average(dynamic, &mut v).unwrap();
     assert_eq!(v, [2.0, 4.0]);
     let mut w = [f32::NAN, -0.0, 1e-45];
     single.all_reduce_mean(&mut w).unwrap();

@@ -2,9 +2,7 @@
 //! averager run through the real MPI calls. MPI can be initialised once per process, so this file
 //! holds a single test. Multi-rank runs are the `mpi_*` examples (`cargo xtask mpi-test`).
 
-use sparknet_mpi::{
-    Averager, AveragingPolicy, Collective, Error, MpiComm, ReplicaState, StatePolicy,
-};
+use sparknet_mpi::{Averager, Collective, Error, MpiComm};
 
 fn pattern(len: usize) -> Vec<f32> {
     (0..len).map(|i| ((i as f32) * 0.618_034).sin() * 10f32.powi((i % 13) as i32 - 6)).collect()
@@ -43,21 +41,14 @@ fn singleton_job_runs_every_collective() {
     comm.barrier().unwrap();
     assert_eq!(comm.gather_f64(&[1.0, 2.5], 0).unwrap(), Some(vec![1.0, 2.5]));
 
-    // Averaging one replica is the identity, bit for bit; the policy still resets history.
-    let mut averager = Averager::new(0);
+    // Averaging one replica is the identity, bit for bit (prescaled: 1 / K = 1).
+    let mut averager = Averager::new();
     let stats = averager.average(&comm, &mut w).unwrap();
     assert_eq!(stats.elements, original.len());
     assert!(w.iter().zip(&original).all(|(a, b)| a.to_bits() == b.to_bits()));
 
-    let policy =
-        AveragingPolicy { batch_norm: StatePolicy::Averaged, solver_history: StatePolicy::Reset };
-    let (mut bn, mut hist) = (vec![0.25f32; 7], vec![3.0f32; 5]);
-    let mut averager = Averager::new(policy.packed_len(w.len(), bn.len(), hist.len()));
-    let state = ReplicaState { params: &mut w, batch_norm: &mut bn, solver_history: &mut hist };
-    let stats = averager.average_state(&comm, state, &policy).unwrap();
-    assert_eq!(stats.elements, original.len() + 7);
+    let stats = averager.average_prescaled(&comm, &mut w).unwrap();
+    assert_eq!(stats.elements, original.len());
     assert!(w.iter().zip(&original).all(|(a, b)| a.to_bits() == b.to_bits()));
-    assert_eq!(bn, [0.25; 7]);
-    assert_eq!(hist, [0.0; 5]);
     assert!(!sparknet_mpi::mpi_in_place().is_null());
 }

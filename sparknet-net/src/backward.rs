@@ -43,7 +43,7 @@ impl Net {
             param[i] = (0..self.params[i].len())
                 .map(|k| node.param.param.get(k).map_or(1.0, |s| s.lr_mult()) != 0.0)
                 .collect();
-            if node.kind == "BatchNorm" {
+            if self.layers[i].blobs_are_statistics() {
                 param[i].fill(false);
             }
             let need =
@@ -113,8 +113,7 @@ impl Net {
                 continue;
             }
             let name = self.graph.layers[i].name.clone();
-            let missing =
-                || Error::NotFound(format!("layer '{name}': run forward before backward"));
+            let missing = || Error::out_of_order(&name, "run forward before backward");
             let mut top_diffs = Vec::with_capacity(self.top_slots[i].len());
             for (j, &t) in self.top_slots[i].iter().enumerate() {
                 let v = self.values[t].as_ref().ok_or_else(missing)?;

@@ -75,11 +75,7 @@ pub fn blob_to_tensor_own(b: &BlobProto, device: &Device) -> Result<Tensor> {
     let shape = blob_shape(b);
     let data = blob_data(b);
     if data.len() != shape.iter().product::<usize>() {
-        return Err(Error::NotFound(format!(
-            "blob of shape {shape:?} holds {} values, expected {}",
-            data.len(),
-            shape.iter().product::<usize>()
-        )));
+        return Err(Error::BlobData { shape: shape.clone(), values: data.len() });
     }
     Ok(Tensor::from_vec(data, shape, device)?)
 }

@@ -37,5 +37,5 @@ pub fn from_host(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Ten
 
 /// Converts a kernel error, naming the layer.
 pub fn kernel_err(layer: &str, e: sparknet_kernels::KernelError) -> Error {
-    Error::Kernel(format!("layer '{layer}': {e}"))
+    Error::Kernel { layer: layer.to_string(), source: e }
 }

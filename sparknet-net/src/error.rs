@@ -78,15 +78,118 @@ pub enum Error {
         /// The shape found.
         got: Vec<usize>,
     },
-    /// A request names something the net does not have (a blob, a layer, an input).
-    #[error("{0}")]
-    NotFound(String),
+    /// A fed blob that is not an input of the net.
+    #[error("'{name}' is not an input of the net (inputs: {inputs:?})")]
+    NotAnInput {
+        /// The name that was fed.
+        name: String,
+        /// The net's inputs.
+        inputs: Vec<String>,
+    },
+    /// An input blob the forward pass needs was not fed.
+    #[error("input blob '{blob}' (layer '{layer}') was not fed")]
+    NotFed {
+        /// The input layer.
+        layer: String,
+        /// Its top.
+        blob: String,
+    },
+    /// An input layer was asked to compute its tops, which only the caller can feed.
+    #[error("layer '{layer}' ({kind}): its tops must be fed by the caller")]
+    FedOnly {
+        /// The layer's name.
+        layer: String,
+        /// Its Caffe type.
+        kind: String,
+    },
+    /// A shape that is only known once inputs are fed or declared.
+    #[error("layer '{layer}': {what} unknown (feed or declare the input shapes first)")]
+    UnknownShape {
+        /// The layer's name.
+        layer: String,
+        /// Which shape (a top, the parameter shapes).
+        what: String,
+    },
+    /// A pass that needs an earlier one (backward before forward).
+    #[error("layer '{layer}': {what}")]
+    OutOfOrder {
+        /// The layer's name.
+        layer: String,
+        /// What is missing, and what to run first.
+        what: String,
+    },
+    /// A layer name the net does not have.
+    #[error("no layer named '{layer}' in net '{net}'")]
+    NoSuchLayer {
+        /// The name asked for.
+        layer: String,
+        /// The net's name.
+        net: String,
+    },
+    /// A blob name the net does not have.
+    #[error("no blob '{blob}' (blobs: {known:?})")]
+    NoSuchBlob {
+        /// The name asked for.
+        blob: String,
+        /// The net's blobs.
+        known: Vec<String>,
+    },
+    /// A stored blob whose data does not fill its shape.
+    #[error("blob of shape {shape:?} holds {values} values, expected {}", shape.iter().product::<usize>())]
+    BlobData {
+        /// The declared shape.
+        shape: Vec<usize>,
+        /// The number of values stored.
+        values: usize,
+    },
+    /// A command-line or preprocessing option that cannot be used as given.
+    #[error("{option}: {reason}")]
+    InvalidOption {
+        /// The option (a flag, a file, or a preprocessing setting).
+        option: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A solver iteration was given the wrong number of batches.
+    #[error("a solver iteration takes iter_size = {expected} batches, got {got}")]
+    BatchCount {
+        /// The solver's `iter_size`.
+        expected: usize,
+        /// The batches passed.
+        got: usize,
+    },
+    /// A test net index the solver does not have.
+    #[error("no test net {index} (the solver has {count})")]
+    NoSuchTestNet {
+        /// The index asked for.
+        index: usize,
+        /// The number of test nets.
+        count: usize,
+    },
+    /// A solverstate whose `learned_net` is neither where it says nor beside it.
+    #[error(
+        "{}: learned_net '{}' not found (nor beside the solverstate)",
+        solverstate.display(),
+        learned_net.display()
+    )]
+    LearnedNetMissing {
+        /// The solverstate.
+        solverstate: PathBuf,
+        /// The caffemodel it names.
+        learned_net: PathBuf,
+    },
     /// An error from candle.
     #[error("candle: {0}")]
     Candle(#[from] candle::Error),
-    /// An error from a CPU kernel.
-    #[error("kernel: {0}")]
-    Kernel(String),
+    /// A CPU kernel rejected a layer's geometry or buffers.
+    #[error("layer '{layer}': kernel: {source}")]
+    Kernel {
+        /// The layer's name.
+        layer: String,
+        /// The kernel's error.
+        #[source]
+        source: sparknet_kernels::KernelError,
+    },
     /// A solver update or solver state that does not fit the net.
     #[error(transparent)]
     Solver(#[from] crate::solver::UpdateError),
@@ -115,6 +218,16 @@ impl Error {
             },
             e => e,
         }
+    }
+
+    /// An [`Error::InvalidOption`].
+    pub fn option(option: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidOption { option: option.into(), reason: reason.into() }
+    }
+
+    /// An [`Error::OutOfOrder`].
+    pub fn out_of_order(layer: &str, what: impl Into<String>) -> Self {
+        Error::OutOfOrder { layer: layer.to_string(), what: what.into() }
     }
 
     /// An [`Error::Io`] for `path`.

@@ -66,6 +66,7 @@ pub mod blob;
 pub mod cpu;
 pub mod error;
 pub mod fillers;
+mod flat;
 pub mod graph;
 pub mod layers;
 pub mod load;
@@ -79,7 +80,7 @@ pub mod upgrade;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use flat::ParamEntry;
 pub use net::{LayerInfo, Net, NetConfig};
-pub use params::ParamEntry;
 pub use proto::Phase;
 pub use weights::WeightCollection;

@@ -107,7 +107,7 @@ pub struct Net {
     pub(crate) values: Vec<Option<Tensor>>,
     pub(crate) loss_weights: Vec<Vec<f32>>,
     /// The flat parameter and gradient buffers (built on first use, see [`crate::params`]).
-    pub(crate) flat: Option<crate::params::Flat>,
+    pub(crate) flat: Option<crate::flat::FlatParams>,
     /// Blob diffs of the last backward, per slot.
     pub(crate) diffs: Vec<Option<Tensor>>,
     /// Per layer: a ReLU fused into the layer below it, whose forward passes its bottom through.
@@ -225,10 +225,10 @@ impl Net {
         for j in 0..self.layers.len() {
             let node = &self.graph.layers[j];
             let in_place = node.bottoms.len() == 1 && node.tops == node.bottoms;
-            if node.kind != "ReLU" || !in_place || self.loss_weights[j][0] != 0.0 {
+            let Some(slope) = self.layers[j].relu_slope() else { continue };
+            if !in_place || self.loss_weights[j][0] != 0.0 {
                 continue;
             }
-            let slope = node.param.relu_param.as_ref().map_or(0.0, |r| r.negative_slope());
             let s = self.bottom_slots[j][0];
             let Some(i) = writer[s] else { continue };
             let single_top = self.top_slots[i].len() == 1 && self.loss_weights[i][0] == 0.0;
@@ -382,10 +382,7 @@ impl Net {
     pub fn reshape(&mut self, inputs: &HashMap<String, Shape>) -> Result<()> {
         for name in inputs.keys() {
             if !self.input_names().iter().any(|n| n == name) {
-                return Err(Error::NotFound(format!(
-                    "'{name}' is not an input of the net (inputs: {:?})",
-                    self.input_names()
-                )));
+                return Err(Error::NotAnInput { name: name.clone(), inputs: self.input_names() });
             }
         }
         let mut fed = self.config.input_shapes.clone();
@@ -429,9 +426,10 @@ impl Net {
         let inputs_needed = self.input_names();
         for name in inputs.keys() {
             if !inputs_needed.contains(name) {
-                return Err(Error::NotFound(format!(
-                    "'{name}' is not an input of the net (inputs: {inputs_needed:?})"
-                )));
+                return Err(Error::NotAnInput {
+                    name: name.clone(),
+                    inputs: inputs_needed.clone(),
+                });
             }
         }
         self.sync_params()?;
@@ -450,11 +448,9 @@ impl Net {
                 node.tops
                     .iter()
                     .map(|t| {
-                        let v = inputs.get(t).ok_or_else(|| {
-                            Error::NotFound(format!(
-                                "input blob '{t}' (layer '{}') was not fed",
-                                node.name
-                            ))
+                        let v = inputs.get(t).ok_or_else(|| Error::NotFed {
+                            layer: node.name.clone(),
+                            blob: t.clone(),
                         })?;
                         Ok(v.to_device(&self.config.device)?.to_dtype(DType::F32)?)
                     })
@@ -464,10 +460,10 @@ impl Net {
                     .iter()
                     .map(|&s| {
                         self.values[s].as_ref().ok_or_else(|| {
-                            Error::NotFound(format!(
-                                "layer '{}': bottom '{}' has no value",
-                                node.name, self.slot_names[s]
-                            ))
+                            Error::out_of_order(
+                                &node.name,
+                                format!("bottom '{}' has no value", self.slot_names[s]),
+                            )
                         })
                     })
                     .collect::<Result<_>>()?;
@@ -581,10 +577,7 @@ impl Net {
             .iter()
             .map(|&s| {
                 self.values[s].as_ref().ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "layer '{}': run forward first",
-                        self.graph.layers[i].name
-                    ))
+                    Error::out_of_order(&self.graph.layers[i].name, "run forward first")
                 })
             })
             .collect::<Result<_>>()?;

@@ -1,7 +1,7 @@
-//! All learnable blobs of a net in one contiguous `f32` buffer, and their gradients in another
-//! (the project's design notes, §2): the solver updates the buffer in one pass with a small table
-//! of ranges, model averaging is one in-place allreduce over [`Net::param_buffer`], a snapshot is
-//! one read.
+//! [`Net`]'s parameter API over its [`FlatParams`]: all learnable blobs in one contiguous `f32`
+//! buffer, and their gradients in another (the project's design notes, §2): the solver updates
+//! the buffer in one pass with a small table of ranges, model averaging is one in-place allreduce
+//! over [`Net::param_buffer`], a snapshot is one read.
 //!
 //! The layout is Caffe's `learnable_params` order: layers in order, each layer's blobs in order,
 //! a blob shared by `param { name }` once (at its owner). [`Net::param_table`] lists the entries
@@ -14,87 +14,51 @@
 use candle::{DType, Tensor};
 
 use crate::cpu::with_host;
+use crate::flat::{FlatParams, ParamEntry};
 use crate::net::Net;
 use crate::{Error, Result};
 
-/// One learnable blob inside the flat buffers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamEntry {
-    /// The owning layer's name.
-    pub layer: String,
-    /// Index of the blob within the layer's learnable blobs.
-    pub blob: usize,
-    /// The blob's shape.
-    pub shape: Vec<usize>,
-    /// Offset of its first value in the buffers.
-    pub offset: usize,
-    /// Number of values.
-    pub len: usize,
-    /// `param { lr_mult }` (default 1).
-    pub lr_mult: f32,
-    /// `param { decay_mult }` (default 1).
-    pub decay_mult: f32,
-}
-
-/// The buffers and the map from (layer, blob) to an entry.
-#[derive(Debug, Clone)]
-pub(crate) struct Flat {
-    pub(crate) data: Vec<f32>,
-    pub(crate) diff: Vec<f32>,
-    pub(crate) entries: Vec<ParamEntry>,
-    /// (layer, blob) -> entry index (sharers point at the owner's entry).
-    pub(crate) slot: Vec<Vec<usize>>,
-    /// The data was handed out mutably: the tensors must be refreshed.
-    pub(crate) dirty: bool,
-}
-
 impl Net {
     /// Builds the buffers from the current tensors when they are missing.
-    pub(crate) fn ensure_flat(&mut self) -> Result<&mut Flat> {
+    pub(crate) fn ensure_flat(&mut self) -> Result<&mut FlatParams> {
         if self.flat.is_none() {
-            let mut entries = Vec::new();
-            let mut slot = vec![Vec::new(); self.layers.len()];
-            let mut data = Vec::new();
+            let mut flat = FlatParams::with_layers(self.layers.len());
             for i in 0..self.layers.len() {
                 if self.param_shapes[i].is_none() {
-                    return Err(Error::NotFound(format!(
-                        "layer '{}': parameter shapes unknown (feed or declare the input shapes \
-                         first)",
-                        self.graph.layers[i].name
-                    )));
+                    return Err(Error::UnknownShape {
+                        layer: self.graph.layers[i].name.clone(),
+                        what: "parameter shapes".into(),
+                    });
                 }
                 let node = &self.graph.layers[i];
+                let statistics = self.layers[i].blobs_are_statistics();
                 for (k, t) in self.params[i].iter().enumerate() {
                     if let Some(Some((ol, ob))) = self.shared[i].get(k) {
-                        let e = slot[*ol][*ob];
-                        slot[i].push(e);
+                        flat.share(i, *ol, *ob);
                         continue;
                     }
                     let spec = node.param.param.get(k);
-                    let (lr_mult, decay_mult) = if node.kind == "BatchNorm" {
+                    let (lr_mult, decay_mult) = if statistics {
                         (0.0, 0.0)
                     } else {
                         (spec.map_or(1.0, |s| s.lr_mult()), spec.map_or(1.0, |s| s.decay_mult()))
                     };
-                    let offset = data.len();
-                    with_host(t, |v| {
-                        data.extend_from_slice(v);
-                        Ok(())
-                    })?;
-                    slot[i].push(entries.len());
-                    entries.push(ParamEntry {
+                    let entry = ParamEntry {
                         layer: node.name.clone(),
                         blob: k,
                         shape: t.dims().to_vec(),
-                        offset,
-                        len: t.elem_count(),
+                        offset: 0,
+                        len: 0,
                         lr_mult,
                         decay_mult,
-                    });
+                    };
+                    with_host(t, |v| {
+                        flat.push(i, entry, v);
+                        Ok(())
+                    })?;
                 }
             }
-            let diff = vec![0.0; data.len()];
-            self.flat = Some(Flat { data, diff, entries, slot, dirty: false });
+            self.flat = Some(flat);
         }
         Ok(self.flat.as_mut().expect("built above"))
     }
@@ -104,7 +68,7 @@ impl Net {
     /// # Errors
     /// When some layer's parameter shapes are still unknown (inputs never fed or declared).
     pub fn param_table(&mut self) -> Result<&[ParamEntry]> {
-        Ok(&self.ensure_flat()?.entries)
+        Ok(self.ensure_flat()?.entries())
     }
 
     /// Number of learnable values (the buffers' length).
@@ -112,7 +76,7 @@ impl Net {
     /// # Errors
     /// As [`Net::param_table`].
     pub fn param_count(&mut self) -> Result<usize> {
-        Ok(self.ensure_flat()?.data.len())
+        Ok(self.ensure_flat()?.len())
     }
 
     /// All learnable values, read-only.
@@ -120,7 +84,7 @@ impl Net {
     /// # Errors
     /// As [`Net::param_table`].
     pub fn param_data(&mut self) -> Result<&[f32]> {
-        Ok(&self.ensure_flat()?.data)
+        Ok(self.ensure_flat()?.data())
     }
 
     /// All learnable values, to change in place (for example an allreduce); the layers see the
@@ -129,9 +93,7 @@ impl Net {
     /// # Errors
     /// As [`Net::param_table`].
     pub fn param_buffer(&mut self) -> Result<&mut [f32]> {
-        let f = self.ensure_flat()?;
-        f.dirty = true;
-        Ok(&mut f.data)
+        Ok(self.ensure_flat()?.data_mut())
     }
 
     /// The gradients accumulated by [`Net::backward`] (same layout as the parameters).
@@ -139,7 +101,7 @@ impl Net {
     /// # Errors
     /// As [`Net::param_table`].
     pub fn grad_buffer(&mut self) -> Result<&mut [f32]> {
-        Ok(&mut self.ensure_flat()?.diff)
+        Ok(self.ensure_flat()?.diff_mut())
     }
 
     /// Parameters and gradients together (what a solver update needs); marks the parameters
@@ -148,9 +110,7 @@ impl Net {
     /// # Errors
     /// As [`Net::param_table`].
     pub fn buffers(&mut self) -> Result<(&mut [f32], &mut [f32])> {
-        let f = self.ensure_flat()?;
-        f.dirty = true;
-        Ok((&mut f.data, &mut f.diff))
+        Ok(self.ensure_flat()?.both_mut())
     }
 
     /// Zeroes the gradient buffer (Caffe's `ClearParamDiffs`, at the start of each iteration).
@@ -158,7 +118,7 @@ impl Net {
     /// # Errors
     /// As [`Net::param_table`].
     pub fn zero_grads(&mut self) -> Result<()> {
-        self.ensure_flat()?.diff.fill(0.0);
+        self.ensure_flat()?.diff_mut().fill(0.0);
         Ok(())
     }
 
@@ -169,17 +129,17 @@ impl Net {
     /// candle errors.
     pub fn sync_params(&mut self) -> Result<()> {
         let Some(flat) = self.flat.as_mut() else { return Ok(()) };
-        if !flat.dirty {
+        if !flat.take_dirty() {
             return Ok(());
         }
         let dev = self.config.device.clone();
-        let mut fresh: Vec<Option<Tensor>> = vec![None; flat.entries.len()];
-        for (i, slots) in flat.slot.iter().enumerate() {
+        let mut fresh: Vec<Option<Tensor>> = vec![None; flat.entries().len()];
+        for (i, slots) in flat.slots().iter().enumerate() {
             for (k, &e) in slots.iter().enumerate() {
                 if fresh[e].is_none() {
-                    let en = &flat.entries[e];
+                    let en = &flat.entries()[e];
                     let t = Tensor::from_slice(
-                        &flat.data[en.offset..en.offset + en.len],
+                        &flat.data()[en.offset..en.offset + en.len],
                         en.shape.as_slice(),
                         &dev,
                     )?
@@ -189,7 +149,6 @@ impl Net {
                 self.params[i][k] = fresh[e].clone().expect("set above");
             }
         }
-        flat.dirty = false;
         Ok(())
     }
 
@@ -201,8 +160,7 @@ impl Net {
                 continue;
             }
             if let Some(flat) = self.flat.as_mut() {
-                let en = &flat.entries[flat.slot[i][k]];
-                let dst = &mut flat.data[en.offset..en.offset + en.len];
+                let dst = flat.blob_values_mut(i, k);
                 with_host(&t, |v| {
                     dst.copy_from_slice(v);
                     Ok(())
@@ -215,9 +173,7 @@ impl Net {
 
     /// Adds a layer's blob gradient into the gradient buffer.
     pub(crate) fn accumulate_param_grad(&mut self, i: usize, k: usize, g: &Tensor) -> Result<()> {
-        let flat = self.ensure_flat()?;
-        let en = &flat.entries[flat.slot[i][k]];
-        let dst = &mut flat.diff[en.offset..en.offset + en.len];
+        let (en, dst) = self.ensure_flat()?.blob_grad_mut(i, k);
         with_host(g, |v| {
             if v.len() != dst.len() {
                 return Err(Error::ShapeMismatch {

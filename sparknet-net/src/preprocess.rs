@@ -63,10 +63,10 @@ pub fn image_to_blob(
             }
         }
         c => {
-            return Err(Error::NotFound(format!(
-                "{}: a {c}-channel input cannot come from an image",
-                path.display()
-            )));
+            return Err(Error::option(
+                path.display().to_string(),
+                format!("a {c}-channel input cannot come from an image"),
+            ));
         }
     }
     if let Some(mean_path) = &p.mean_file {
@@ -103,10 +103,10 @@ pub fn image_to_blob(
     }
     if !p.mean_values.is_empty() {
         if p.mean_values.len() != 1 && p.mean_values.len() != channels {
-            return Err(Error::NotFound(format!(
-                "{} mean values for {channels} channels",
-                p.mean_values.len()
-            )));
+            return Err(Error::option(
+                "mean_value",
+                format!("{} mean values for {channels} channels", p.mean_values.len()),
+            ));
         }
         for c in 0..channels {
             let m = p.mean_values[if p.mean_values.len() == 1 { 0 } else { c }];

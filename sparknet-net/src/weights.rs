@@ -73,8 +73,9 @@ impl Net {
     }
 
     fn layer_index(&self, name: &str) -> Result<usize> {
-        self.graph.layers.iter().position(|l| l.name == name).ok_or_else(|| {
-            Error::NotFound(format!("no layer named '{name}' in net '{}'", self.graph.name))
+        self.graph.layers.iter().position(|l| l.name == name).ok_or_else(|| Error::NoSuchLayer {
+            layer: name.to_string(),
+            net: self.graph.name.clone(),
         })
     }
 
@@ -94,10 +95,10 @@ impl Net {
                 continue;
             }
             let Some(shapes) = self.param_shapes[i].clone() else {
-                return Err(Error::NotFound(format!(
-                    "layer '{}': parameter shapes unknown (feed or declare the input shapes first)",
-                    src.name()
-                )));
+                return Err(Error::UnknownShape {
+                    layer: src.name().to_string(),
+                    what: "parameter shapes".into(),
+                });
             };
             if src.blobs.len() != shapes.len() {
                 return Err(Error::BlobCount {
@@ -179,12 +180,9 @@ impl Net {
     /// # Errors
     /// candle errors.
     pub fn unit_batch_norm(&mut self) -> Result<()> {
-        for (i, node) in self.graph.layers.iter().enumerate() {
-            if node.kind == "BatchNorm" && self.params[i].len() == 3 {
-                let p = &mut self.params[i];
-                p[0] = p[0].zeros_like()?;
-                p[1] = p[1].ones_like()?;
-                p[2] = p[2].ones_like()?;
+        for (layer, blobs) in self.layers.iter().zip(self.params.iter_mut()) {
+            if layer.blobs_are_statistics() {
+                layer.neutral_statistics(blobs)?;
             }
         }
         self.sync_shared();

@@ -16,16 +16,19 @@
 //! raise it (`mpirun --mca odls_base_sigkill_timeout 30 ...`; the stop then begins that much
 //! later too).
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
 use sparknet_mpi::bind::{FeedConfig, PhaseData, data_layers};
 use sparknet_mpi::eval::evaluate;
-use sparknet_mpi::run::{JsonLog, TrainOptions, launcher_rank, parse_history, plan};
-use sparknet_mpi::solver_worker::run;
+use sparknet_mpi::launch::{launcher_rank, run};
+use sparknet_mpi::plan::{TrainOptions, parse_history, plan};
 use sparknet_mpi::trainer::{Event, Summary, SyncMode};
 use sparknet_mpi::{Error, LocalComm, Result, StatePolicy};
 use sparknet_net::load::read_net_prototxt;
@@ -94,6 +97,44 @@ struct Args {
     /// Decode threads per data loader.
     #[arg(long, default_value_t = 2)]
     data_threads: usize,
+}
+
+/// JSON lines to stdout and, optionally, a log file.
+#[derive(Debug)]
+struct JsonLog {
+    file: Option<Mutex<(PathBuf, File)>>,
+}
+
+impl JsonLog {
+    /// Logs to stdout, and to `path` when given (created or truncated).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be created.
+    fn new(path: Option<&Path>) -> Result<JsonLog> {
+        let file = path
+            .map(|p| {
+                File::create(p)
+                    .map(|f| Mutex::new((p.to_path_buf(), f)))
+                    .map_err(|source| Error::Io { path: p.to_path_buf(), source })
+            })
+            .transpose()?;
+        Ok(JsonLog { file })
+    }
+
+    /// Writes one line.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the log file.
+    fn write(&self, value: &serde_json::Value) -> Result<()> {
+        let line = value.to_string();
+        println!("{line}");
+        if let Some(m) = &self.file {
+            let mut g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (path, file) = &mut *g;
+            writeln!(file, "{line}").map_err(|source| Error::Io { path: path.clone(), source })?;
+        }
+        Ok(())
+    }
 }
 
 fn eval(args: &Args) -> Result<()> {

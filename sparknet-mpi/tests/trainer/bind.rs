@@ -58,9 +58,9 @@ fn missing_source_and_zero_batch_are_named_errors() {
                   transform_param { mean_file: "/nonexistent/mean.binaryproto" } }"#;
     let param = parse_net_text(text, Path::new("n.prototxt")).unwrap();
     let err = data_layers(&param, Phase::Train, None).unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("'m'") && m.contains("mean.binaryproto"))
-    );
+    let m = err.to_string();
+    assert!(matches!(&err, Error::DataLayer { layer, .. } if layer == "m"), "{m}");
+    assert!(m.contains("'m'") && m.contains("mean.binaryproto"), "{m}");
 }
 
 #[test]
@@ -70,9 +70,9 @@ fn a_source_that_is_not_a_dataset_says_how_to_make_one() {
     let specs = data_layers(&param, Phase::Test, Some(tmp.path())).unwrap();
     let feed = FeedConfig { rank: 0, world: 1, shuffle: None, seed: 0, threads: 1 };
     let err = PhaseData::open(&specs, Phase::Test, feed).unwrap_err();
-    assert!(
-        matches!(&err, Error::Config(m) if m.contains("test_in") && m.contains("sparknet-data convert"))
-    );
+    let m = err.to_string();
+    assert!(matches!(&err, Error::DataLayer { layer, .. } if layer == "test_in"), "{m}");
+    assert!(m.contains("test_in") && m.contains("sparknet-data convert"), "{m}");
 }
 
 /// Ten 1x2x2 images whose pixels are their index, labels `i % 3`; rank 1 of 2 reads 5..10.

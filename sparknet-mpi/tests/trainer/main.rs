@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 mod bind;
 mod default_run;
 mod eval;
+mod lsq;
 mod plan;
 mod sparknet_loop;
 mod train_lenet;

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use sparknet_mpi::Error;
-use sparknet_mpi::run::{TrainOptions, plan, threads_per_rank};
+use sparknet_mpi::launch::threads_per_rank;
+use sparknet_mpi::plan::{TrainOptions, plan};
 use sparknet_mpi::trainer::SyncMode;
 
 const NET: &str = r#"name: "tiny"

@@ -9,7 +9,7 @@ use sparknet_data::convert::synthetic::{convert_synthetic_digits, render_digit};
 use sparknet_data::{ChannelOrder, DatasetConfig, DatasetWriter, Encoding};
 use sparknet_mpi::bind::{FeedConfig, PhaseData, data_layers};
 use sparknet_mpi::default_run::LENET_NET;
-use sparknet_mpi::run::{TrainOptions, plan};
+use sparknet_mpi::plan::{TrainOptions, plan};
 use sparknet_mpi::solver_worker::SolverWorker;
 use sparknet_mpi::trainer::{LoopConfig, SyncMode, Worker, train};
 use sparknet_mpi::{Collective, LocalComm, LocalGroup, StatePolicy};
@@ -60,7 +60,7 @@ fn one_worker_with_any_tau_equals_the_plain_solver_bit_for_bit() {
     let config = NetConfig { input_shapes: batches.input_shapes(), ..NetConfig::default() };
     let mut plain = Solver::from_param(&param, config).unwrap();
     for _ in 0..12 {
-        plain.step_once(&mut |_| Ok(batches.next_inputs(None).expect("batch"))).unwrap();
+        plain.step(&[batches.next_inputs(None).expect("batch")]).unwrap();
     }
     let want = bits(plain.net_mut().param_data().unwrap());
 
@@ -375,7 +375,7 @@ fn prescaled_lenet_rounds_equal_divide_after_rounds() {
                     } else {
                         comm.broadcast(w.params().unwrap(), 0).unwrap();
                         w.params_changed().unwrap();
-                        let mut averager = sparknet_mpi::Averager::new(0);
+                        let mut averager = sparknet_mpi::Averager::new();
                         while w.iter() < iters {
                             for _ in 0..tau.min(iters - w.iter()) {
                                 w.step().unwrap();

@@ -65,7 +65,7 @@ fn image_inputs(
         .input_names()
         .into_iter()
         .next()
-        .ok_or_else(|| Error::NotFound("the net has no input to feed the image to".into()))?;
+        .ok_or_else(|| Error::option("--image", "the net has no input to feed the image to"))?;
     let declared = net.blob_shape(&name).cloned();
     let channels = declared.as_ref().and_then(|s| s.get(1).copied()).unwrap_or(3);
     let hw = declared.as_ref().filter(|s| s.len() == 4).map(|s| (s[2], s[3]));
@@ -80,25 +80,28 @@ pub fn run_forward(a: &ForwardArgs) -> Result<()> {
     for spec in &a.inputs {
         let (name, file) = spec
             .split_once('=')
-            .ok_or_else(|| Error::NotFound(format!("--input '{spec}': expected NAME=FILE.npy")))?;
+            .ok_or_else(|| Error::option(format!("--input '{spec}'"), "expected NAME=FILE.npy"))?;
         inputs.insert(name.to_string(), read_npy_tensor(file.as_ref())?);
     }
     if let Some(img) = &a.image {
         inputs.extend(image_inputs(&net, img, &a.pre)?);
     }
     if inputs.is_empty() {
-        return Err(Error::NotFound(format!(
-            "nothing to feed: give --input NAME=X.npy or --image (inputs: {:?})",
-            net.input_names()
-        )));
+        return Err(Error::option(
+            "--input",
+            format!(
+                "nothing to feed: give --input NAME=X.npy or --image (inputs: {:?})",
+                net.input_names()
+            ),
+        ));
     }
     let loss = net.forward(&inputs)?;
     let blobs = if a.blobs.is_empty() { net.output_names() } else { a.blobs.clone() };
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     for b in &blobs {
-        let t = net.blob(b).ok_or_else(|| {
-            Error::NotFound(format!("no blob '{b}' (blobs: {:?})", net.blob_names()))
-        })?;
+        let t = net
+            .blob(b)
+            .ok_or_else(|| Error::NoSuchBlob { blob: b.clone(), known: net.blob_names() })?;
         let path = a.out.join(format!("{}.npy", file_stem(b)));
         write_npy_tensor(&path, t)?;
         say!("{b} {:?} -> {}", t.dims(), path.display());
@@ -120,9 +123,11 @@ pub fn run_classify(a: &ClassifyArgs) -> Result<()> {
         None => net
             .output_names()
             .pop()
-            .ok_or_else(|| Error::NotFound("the net has no output".into()))?,
+            .ok_or_else(|| Error::option("--blob", "the net has no output"))?,
     };
-    let t = net.blob(&blob).ok_or_else(|| Error::NotFound(format!("no blob '{blob}'")))?;
+    let t = net
+        .blob(&blob)
+        .ok_or_else(|| Error::NoSuchBlob { blob: blob.clone(), known: net.blob_names() })?;
     let probs: Vec<f32> = t.flatten_all()?.to_vec1()?;
     let labels: Vec<String> = match &a.labels {
         Some(p) => std::fs::read_to_string(p)

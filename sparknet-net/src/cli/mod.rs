@@ -214,10 +214,10 @@ fn export(a: &ExportArgs) -> Result<()> {
     match a.to.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => net.save_safetensors(&a.to),
         Some("caffemodel") => net.save_caffemodel(&a.to),
-        _ => Err(Error::NotFound(format!(
-            "{}: the extension must be .safetensors or .caffemodel",
-            a.to.display()
-        ))),
+        _ => Err(Error::option(
+            a.to.display().to_string(),
+            "the extension must be .safetensors or .caffemodel",
+        )),
     }?;
     say!("wrote {}", a.to.display());
     Ok(())

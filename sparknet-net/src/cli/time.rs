@@ -41,9 +41,10 @@ pub fn run(a: &TimeArgs) -> Result<()> {
     let mut inputs = HashMap::new();
     for (k, name) in net.input_names().into_iter().enumerate() {
         let mut shape = net.blob_shape(&name).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "the shape of input '{name}' is unknown: give --data-shape {name}=N,C,H,W"
-            ))
+            Error::option(
+                "--data-shape",
+                format!("the shape of input '{name}' is unknown: give --data-shape {name}=N,C,H,W"),
+            )
         })?;
         if let (Some(b), Some(first)) = (a.batch, shape.first_mut()) {
             *first = b;

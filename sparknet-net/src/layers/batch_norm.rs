@@ -45,6 +45,19 @@ impl Layer for BatchNorm {
     fn kind(&self) -> &'static str {
         "BatchNorm"
     }
+    fn blobs_are_statistics(&self) -> bool {
+        true
+    }
+    /// Mean 0, variance 1 and scale factor 1 (Caffe fills them with zeros, which makes a deep net
+    /// built with random weights overflow).
+    fn neutral_statistics(&self, blobs: &mut [Tensor]) -> Result<()> {
+        if let [mean, var, factor] = blobs {
+            *mean = mean.zeros_like()?;
+            *var = var.ones_like()?;
+            *factor = factor.ones_like()?;
+        }
+        Ok(())
+    }
     fn bottoms(&self) -> Count {
         Count::Exact(1)
     }
@@ -111,7 +124,7 @@ impl Layer for BatchNorm {
     }
     fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
         let Some((inv_std, batch)) = self.inv_std.clone() else {
-            return Err(Error::NotFound(format!("layer '{}': backward before forward", self.name)));
+            return Err(Error::out_of_order(&self.name, "backward before forward"));
         };
         let g = want(a.propagate_down[0], || {
             let dy = &a.top_diffs[0];

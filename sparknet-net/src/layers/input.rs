@@ -15,7 +15,6 @@ use crate::{Error, Result};
 pub struct InputLayer {
     name: String,
     kind: &'static str,
-    n_tops: usize,
     declared: Vec<Option<Shape>>,
 }
 
@@ -84,7 +83,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
             ("Data", label_shapes(n_tops, None, vec![batch]))
         }
     };
-    Ok(Box::new(InputLayer { name, kind, n_tops, declared }))
+    Ok(Box::new(InputLayer { name, kind, declared }))
 }
 
 fn label_shapes(n_tops: usize, data: Option<Shape>, label: Shape) -> Vec<Option<Shape>> {
@@ -113,11 +112,9 @@ impl Layer for InputLayer {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                s.clone().ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "layer '{}' ({}): the shape of top {i} is unknown until fed",
-                        self.name, self.kind
-                    ))
+                s.clone().ok_or_else(|| Error::UnknownShape {
+                    layer: self.name.clone(),
+                    what: format!("the shape of top {i} ({})", self.kind),
                 })
             })
             .collect()
@@ -128,10 +125,7 @@ impl Layer for InputLayer {
         _bottoms: &[&Tensor],
         _params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
-        Err(Error::NotFound(format!(
-            "layer '{}' ({}): its {} top(s) must be fed by the caller",
-            self.name, self.kind, self.n_tops
-        )))
+        Err(Error::FedOnly { layer: self.name.clone(), kind: self.kind.to_string() })
     }
     fn is_input(&self) -> bool {
         true

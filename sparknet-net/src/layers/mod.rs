@@ -207,6 +207,27 @@ pub trait Layer: Send {
         let _ = negative_slope;
         false
     }
+    /// A ReLU's `negative_slope`; `None` for every other type. The net offers an in-place ReLU
+    /// to the layer that wrote its bottom ([`Layer::fuse_relu`]).
+    fn relu_slope(&self) -> Option<f32> {
+        None
+    }
+    /// True when the layer's blobs are statistics its forward keeps (BatchNorm's mean, variance
+    /// and moving-average factor) rather than learned values: as in Caffe they get no gradient
+    /// and no update (`lr_mult` and `decay_mult` 0, whatever the prototxt says), but they live
+    /// in the flat buffer, so averaging and snapshots include them.
+    fn blobs_are_statistics(&self) -> bool {
+        false
+    }
+    /// Sets statistics blobs ([`Layer::blobs_are_statistics`]) to neutral values, for nets
+    /// built with random weights (`Net::unit_batch_norm`). The default leaves them.
+    ///
+    /// # Errors
+    /// candle errors.
+    fn neutral_statistics(&self, blobs: &mut [Tensor]) -> Result<()> {
+        let _ = blobs;
+        Ok(())
+    }
     /// True for layers whose tops the caller feeds (Input, Data, ImageData, MemoryData).
     fn is_input(&self) -> bool {
         false

@@ -43,6 +43,12 @@ impl Layer for Neuron {
     fn kind(&self) -> &'static str {
         self.kind
     }
+    fn relu_slope(&self) -> Option<f32> {
+        match self.op {
+            Op::Relu { slope } => Some(slope),
+            _ => None,
+        }
+    }
     fn bottoms(&self) -> Count {
         Count::Exact(1)
     }

@@ -20,11 +20,12 @@
 
 mod config;
 mod lr_policy;
-mod run;
+mod snapshot;
+mod solve;
 mod update;
 
 pub use config::{LrPolicy, Regularization, SolverConfig, SolverKind};
-pub use run::{Batches, Event, Solver, TestBatches, TestScore, updater_for};
+pub use solve::{Event, Inputs, Solver, TestScore, updater_for};
 pub use update::{ParamRange, UpdateError, Updater, UpdaterState};
 
 #[cfg(test)]

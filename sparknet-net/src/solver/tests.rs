@@ -1,7 +1,6 @@
 //! Update rules against values worked out by hand from Caffe's formulas (scalar parameters).
 
 use super::*;
-use crate::Net;
 
 fn one(kind: SolverKind, f: impl FnOnce(&mut SolverConfig)) -> Updater {
     let mut c = SolverConfig { kind, base_lr: 0.1, ..Default::default() };
@@ -274,7 +273,7 @@ fn ip_bn_batch(t: usize) -> std::collections::HashMap<String, candle::Tensor> {
     ])
 }
 
-/// `Solver::step_once_scaled` equals `step_once` followed by scaling the whole buffer (BatchNorm
+/// `Solver::step_scaled` equals `step` followed by scaling the whole buffer (BatchNorm
 /// statistics included), and the next step sees the scaled weights (the tensors are refreshed).
 #[test]
 fn scaled_solver_step_equals_step_then_scale() {
@@ -284,9 +283,9 @@ fn scaled_solver_step_equals_step_then_scale() {
     let (mut plain, mut fused) = (ip_bn_solver(), ip_bn_solver());
     assert_eq!(bits(&mut plain), bits(&mut fused), "same seed, same init");
     for t in 0..3 {
-        let loss = plain.step_once(&mut |_: &Net| Ok(ip_bn_batch(t))).unwrap();
+        let loss = plain.step(&[ip_bn_batch(t)]).unwrap();
         plain.net_mut().param_buffer().unwrap().iter_mut().for_each(|w| *w *= 0.5);
-        let loss_fused = fused.step_once_scaled(&mut |_: &Net| Ok(ip_bn_batch(t)), 0.5).unwrap();
+        let loss_fused = fused.step_scaled(&[ip_bn_batch(t)], 0.5).unwrap();
         assert_eq!(loss.to_bits(), loss_fused.to_bits(), "step {t}: the same weights went in");
         assert_eq!(bits(&mut plain), bits(&mut fused), "step {t}");
         assert_eq!(fused.iter(), t as u64 + 1);
@@ -299,8 +298,8 @@ fn scaled_solver_step_equals_step_then_scale() {
     let factor = data[bn[2].offset];
     assert!(factor > 0.0 && factor < 1.0, "scale factor {factor} went through three scalings");
     // A plain step after the scaled one starts from the scaled weights, as a sync would give.
-    plain.step_once(&mut |_: &Net| Ok(ip_bn_batch(9))).unwrap();
-    fused.step_once(&mut |_: &Net| Ok(ip_bn_batch(9))).unwrap();
+    plain.step(&[ip_bn_batch(9)]).unwrap();
+    fused.step(&[ip_bn_batch(9)]).unwrap();
     assert_eq!(bits(&mut plain), bits(&mut fused));
     let ip = fused.net().params()["ip"][0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let at = table.iter().find(|e| e.layer == "ip" && e.blob == 0).unwrap().offset;

@@ -145,13 +145,11 @@ fn solvers_with_one_random_seed_train_alike() {
         let x: Vec<f32> = (0..48).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
         let y: Vec<f32> = (0..16).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
         for _ in 0..5 {
-            s.step_once(&mut |_: &Net| {
-                Ok(HashMap::from([
-                    ("x".to_string(), Tensor::from_vec(x.clone(), (8, 6), &Device::Cpu)?),
-                    ("y".to_string(), Tensor::from_vec(y.clone(), (8, 2), &Device::Cpu)?),
-                ]))
-            })
-            .unwrap();
+            let batch = HashMap::from([
+                ("x".to_string(), Tensor::from_vec(x.clone(), (8, 6), &Device::Cpu).unwrap()),
+                ("y".to_string(), Tensor::from_vec(y.clone(), (8, 2), &Device::Cpu).unwrap()),
+            ]);
+            s.step(&[batch]).unwrap();
         }
         s.net_mut().param_data().unwrap().to_vec()
     };

@@ -10,7 +10,7 @@ use candle::{Device, Tensor};
 use sparknet_net::load::{parse_net_text, parse_text, read_net_prototxt, read_solver_prototxt};
 use sparknet_net::proto::SolverParameter;
 use sparknet_net::solver::Solver;
-use sparknet_net::{Net, NetConfig, Result};
+use sparknet_net::{NetConfig, Result};
 
 const LSQ: &str = r#"
   name: "lsq"
@@ -98,7 +98,7 @@ fn six_solvers_match_closed_form() {
             (vec![0.0; 6], vec![0.0; 2], vec![0.0; 6], vec![0.0; 2]);
         for it in 0..5 {
             let (x, y) = data(4, it);
-            s.step_once(&mut |_: &Net| Ok(feed(&x, &y, 4))).unwrap();
+            s.step(&[feed(&x, &y, 4)]).unwrap();
             // Closed form: L = 1/(2N) sum |W x + b - y|^2.
             let (mut gw, mut gb) = (vec![0.0; 6], vec![0.0; 2]);
             for r in 0..4 {
@@ -136,14 +136,14 @@ fn iter_size_two_equals_the_doubled_batch() {
     let mut a = solver("SGD", "momentum: 0.9 iter_size: 2");
     let mut b = solver("SGD", "momentum: 0.9");
     let (x, y) = data(8, 0);
-    let mut half = 0;
-    a.step_once(&mut |_: &Net| {
-        let r = half * 4;
-        half += 1;
-        Ok(feed(&x[r * 3..(r + 4) * 3], &y[r * 2..(r + 4) * 2], 4))
-    })
-    .unwrap();
-    b.step_once(&mut |_: &Net| Ok(feed(&x, &y, 8))).unwrap();
+    let halves: Vec<_> = (0..2)
+        .map(|half| {
+            let r = half * 4;
+            feed(&x[r * 3..(r + 4) * 3], &y[r * 2..(r + 4) * 2], 4)
+        })
+        .collect();
+    a.step(&halves).unwrap();
+    b.step(&[feed(&x, &y, 8)]).unwrap();
     let (pa, pb) =
         (a.net_mut().param_data().unwrap().to_vec(), b.net_mut().param_data().unwrap().to_vec());
     for (u, v) in pa.iter().zip(&pb) {
@@ -162,11 +162,11 @@ fn snapshot_then_resume_is_bit_identical() {
         let batch = |it: usize| data(4, it);
         for it in 0..6 {
             let (x, y) = batch(it);
-            full.step_once(&mut |_: &Net| Ok(feed(&x, &y, 4))).unwrap();
+            full.step(&[feed(&x, &y, 4)]).unwrap();
         }
         for it in 0..3 {
             let (x, y) = batch(it);
-            first.step_once(&mut |_: &Net| Ok(feed(&x, &y, 4))).unwrap();
+            first.step(&[feed(&x, &y, 4)]).unwrap();
         }
         let (_, state) = first.snapshot().unwrap();
         assert!(state.ends_with(format!("lsq_{kind}_iter_3.solverstate")));
@@ -175,7 +175,7 @@ fn snapshot_then_resume_is_bit_identical() {
         assert_eq!(resumed.iter(), 3);
         for it in 3..6 {
             let (x, y) = batch(it);
-            resumed.step_once(&mut |_: &Net| Ok(feed(&x, &y, 4))).unwrap();
+            resumed.step(&[feed(&x, &y, 4)]).unwrap();
         }
         let a: Vec<u32> =
             full.net_mut().param_data().unwrap().iter().map(|v| v.to_bits()).collect();
@@ -230,7 +230,7 @@ fn accuracy(s: &mut Solver, x: &[f32], y: &[f32]) -> f32 {
     let iters = y.len() / 100;
     let mut next = 0;
     let scores = s
-        .test(0, &mut |_: &Net| {
+        .test(0, &mut || {
             let b = batch_of(x, y, next, 100);
             next += 100;
             b
@@ -251,12 +251,9 @@ fn lenet_500_iterations_on_mnist() {
     let mut s = lenet_solver(&assets);
     let mut next = 0;
     for _ in 0..500 {
-        s.step_once(&mut |_: &Net| {
-            let b = batch_of(&tx, &ty, next, 64);
-            next += 64;
-            b
-        })
-        .unwrap();
+        let b = batch_of(&tx, &ty, next, 64).unwrap();
+        next += 64;
+        s.step(&[b]).unwrap();
     }
     // test_iter 100 x batch 100: the whole 10k test set.
     let acc = accuracy(&mut s, &vx, &vy);
@@ -277,12 +274,9 @@ fn lenet_resumes_caffe_solverstate() {
     assert_eq!(s.iter(), 10_000);
     let mut next = 0;
     for _ in 0..100 {
-        s.step_once(&mut |_: &Net| {
-            let b = batch_of(&tx, &ty, next, 64);
-            next += 64;
-            b
-        })
-        .unwrap();
+        let b = batch_of(&tx, &ty, next, 64).unwrap();
+        next += 64;
+        s.step(&[b]).unwrap();
     }
     assert_eq!(s.iter(), 10_100);
     let acc = accuracy(&mut s, &vx, &vy);
@@ -340,12 +334,9 @@ fn solve_loop_tests_displays_and_snapshots() {
     let mut s = Solver::from_param(&p, NetConfig::default()).unwrap();
     let (x, y) = data(4, 0);
     let mut events = Vec::new();
-    s.solve(
-        None,
-        &mut |_: &Net| Ok(feed(&x, &y, 4)),
-        &mut |_, _: &Net| Ok(feed(&x, &y, 4)),
-        &mut |e| events.push(e.clone()),
-    )
+    s.solve(None, &mut || Ok(feed(&x, &y, 4)), &mut |_| Ok(feed(&x, &y, 4)), &mut |e| {
+        events.push(e.clone())
+    })
     .unwrap();
     use sparknet_net::solver::Event;
     let kinds: Vec<String> = events

@@ -1,0 +1,203 @@
+//! What a training run is, resolved before anything starts: the solver and net (from files, or
+//! the embedded default), the datasets, and the loop settings (the solver's, overridden by the
+//! command line's [`TrainOptions`]). [`crate::launch`] runs a [`Plan`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sparknet_net::load::{parse_net_text, parse_text, read_net_prototxt, read_solver_prototxt};
+use sparknet_net::proto::{NetParameter, SolverParameter};
+
+use crate::default_run::{self, LENET_NET, LENET_SOLVER};
+use crate::trainer::{LoopConfig, SyncMode};
+use crate::{Error, Result};
+
+/// The command line's training options (flags override the solver's values).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainOptions {
+    /// The solver prototxt (`None`: the embedded default LeNet run).
+    pub solver: Option<PathBuf>,
+    /// Training dataset, replacing the TRAIN Data layers' sources.
+    pub train_data: Option<PathBuf>,
+    /// Test dataset, replacing the TEST Data layers' sources.
+    pub test_data: Option<PathBuf>,
+    /// Initial weights (`.caffemodel`) for rank 0.
+    pub weights: Option<PathBuf>,
+    /// A `.solverstate` to resume from, on rank 0.
+    pub resume: Option<PathBuf>,
+    /// Iterations per worker, replacing the solver's `max_iter`.
+    pub max_iter: Option<u64>,
+    /// Replaces the solver's `snapshot_prefix`.
+    pub snapshot_prefix: Option<String>,
+    /// In-process workers (`--workers`), ignored under `mpirun`.
+    pub workers: usize,
+    /// Local steps per averaging round.
+    pub tau: u64,
+    /// Weight or gradient averaging.
+    pub sync: SyncMode,
+    /// Gradient-sync iterations before averaging.
+    pub warmup: u64,
+    /// Added to every communication round.
+    pub comm_delay: Duration,
+    /// Wall-time budget.
+    pub time_budget: Option<Duration>,
+    /// Solver history at averaging rounds (`--history local|reset|average`; `None`: local, as
+    /// SparkNet kept it).
+    pub history: Option<crate::StatePolicy>,
+}
+
+/// A resolved run.
+#[derive(Debug)]
+pub struct Plan {
+    /// The solver, with `net_param` holding the net and the flags applied.
+    pub solver: SolverParameter,
+    /// The net (train and test phases).
+    pub net: NetParameter,
+    /// The TRAIN data override.
+    pub train_data: Option<PathBuf>,
+    /// The TEST data override.
+    pub test_data: Option<PathBuf>,
+    /// Initial weights.
+    pub weights: Option<PathBuf>,
+    /// Solver state to resume from.
+    pub resume: Option<PathBuf>,
+    /// The loop's settings.
+    pub loop_config: LoopConfig,
+    /// For the default run: which data it uses and how to get real data.
+    pub note: Option<String>,
+    /// Keeps the default run's converted datasets alive.
+    pub scratch: Option<tempfile::TempDir>,
+}
+
+/// The net a solver names: `net` (a file, relative to the working directory as in Caffe) or
+/// `net_param`; `train_net`/`train_net_param` when the test net is the same net.
+///
+/// # Errors
+/// [`Error::Config`] when the solver names no net, or separate test nets; net read errors.
+pub fn solver_net(solver: &SolverParameter, solver_path: &Path) -> Result<NetParameter> {
+    if !solver.test_net.is_empty() || !solver.test_net_param.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: separate test_net/test_net_param are not supported; give one net with \
+             include {{ phase: TRAIN/TEST }} rules as `net`",
+            solver_path.display()
+        )));
+    }
+    if let Some(p) = &solver.net_param {
+        return Ok(sparknet_net::upgrade::upgrade_net(p.clone(), solver_path)?);
+    }
+    if let Some(p) = &solver.train_net_param {
+        return Ok(sparknet_net::upgrade::upgrade_net(p.clone(), solver_path)?);
+    }
+    match solver.net.as_deref().or(solver.train_net.as_deref()) {
+        Some(file) => Ok(read_net_prototxt(file)?),
+        None => Err(Error::Config(format!("{}: the solver names no net", solver_path.display()))),
+    }
+}
+
+/// Where a run's solver, net and (for the default run) data come from.
+struct Source {
+    solver: SolverParameter,
+    net: NetParameter,
+    train_data: Option<PathBuf>,
+    test_data: Option<PathBuf>,
+    note: Option<String>,
+    scratch: Option<tempfile::TempDir>,
+}
+
+/// The embedded LeNet run and the data it finds or makes (see [`default_run::prepare`]).
+fn default_source() -> Result<Source> {
+    let solver: SolverParameter =
+        parse_text("caffe.SolverParameter", LENET_SOLVER, Path::new("<default solver>"))?;
+    let net = parse_net_text(LENET_NET, Path::new("<default LeNet>"))?;
+    let scratch =
+        tempfile::tempdir().map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+    let env = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    let assets = env("SPARKNET_ASSETS").or_else(|| Some(PathBuf::from("../shared/assets")));
+    let found =
+        default_run::prepare(env("SPARKNET_DATA").as_deref(), assets.as_deref(), scratch.path())?;
+    Ok(Source {
+        solver,
+        net,
+        train_data: Some(found.train),
+        test_data: Some(found.test),
+        note: Some(found.note),
+        scratch: Some(scratch),
+    })
+}
+
+/// Resolves the options into a plan; for the default run, finds or makes its datasets (see
+/// [`default_run::prepare`]).
+///
+/// # Errors
+/// Unreadable solver or net, conflicting flags, dataset conversion errors.
+pub fn plan(opts: &TrainOptions) -> Result<Plan> {
+    if opts.weights.is_some() && opts.resume.is_some() {
+        return Err(Error::Config("give --weights or --resume, not both".into()));
+    }
+    let Source { mut solver, net, mut train_data, mut test_data, note, scratch } =
+        match &opts.solver {
+            Some(path) => {
+                let solver = read_solver_prototxt(path)?;
+                let net = solver_net(&solver, path)?;
+                Source { solver, net, train_data: None, test_data: None, note: None, scratch: None }
+            }
+            None => default_source()?,
+        };
+    if opts.train_data.is_some() {
+        train_data.clone_from(&opts.train_data);
+    }
+    if opts.test_data.is_some() {
+        test_data.clone_from(&opts.test_data);
+    }
+    if let Some(m) = opts.max_iter {
+        solver.max_iter = Some(
+            i32::try_from(m).map_err(|_| Error::Config(format!("--max-iter {m} is too large")))?,
+        );
+    }
+    if let Some(p) = &opts.snapshot_prefix {
+        solver.snapshot_prefix = Some(p.clone());
+        // Asking for a prefix asks for the final snapshot (the default run has it off).
+        solver.snapshot_after_train = Some(true);
+    }
+    solver.net_param = Some(net.clone());
+    let nonneg = |v: i32| u64::try_from(v).unwrap_or(0);
+    let loop_config = LoopConfig {
+        tau: opts.tau.max(1),
+        sync: opts.sync,
+        warmup: opts.warmup,
+        max_iter: nonneg(solver.max_iter()),
+        display: nonneg(solver.display()),
+        test_interval: nonneg(solver.test_interval()),
+        test_initialization: solver.test_initialization(),
+        snapshot: nonneg(solver.snapshot()),
+        snapshot_after_train: solver.snapshot_after_train(),
+        time_budget: opts.time_budget,
+        comm_delay: opts.comm_delay,
+        stop: None,
+        history: opts.history.unwrap_or(crate::StatePolicy::Local),
+    };
+    Ok(Plan {
+        solver,
+        net,
+        train_data,
+        test_data,
+        weights: opts.weights.clone(),
+        resume: opts.resume.clone(),
+        loop_config,
+        note,
+        scratch,
+    })
+}
+
+/// Parses `--history`: `local`, `reset` or `average`.
+///
+/// # Errors
+/// [`Error::Config`] for anything else.
+pub fn parse_history(s: &str) -> Result<crate::StatePolicy> {
+    match s {
+        "local" => Ok(crate::StatePolicy::Local),
+        "reset" => Ok(crate::StatePolicy::Reset),
+        "average" => Ok(crate::StatePolicy::Averaged),
+        _ => Err(Error::Config(format!("--history {s}: expected 'local', 'reset' or 'average'"))),
+    }
+}

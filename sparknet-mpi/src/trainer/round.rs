@@ -1,0 +1,371 @@
+//! The loop itself: one [`Trainer`] per rank, a method per kind of round (local steps then
+//! averaging, gradient sync, history policy), the stop vote, and the reports.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Event, LoopConfig, Summary, SyncMode, Worker};
+use crate::eval::TestScores;
+use crate::{Averager, Collective, Error, Result, StatePolicy};
+
+#[derive(Default)]
+struct Window {
+    loss: f64,
+    steps: u64,
+    compute: Duration,
+    comm: Duration,
+    eval: Duration,
+    data_wait_at: Duration,
+}
+
+/// Runs the SparkNet loop for this rank; every rank of `comm` must call it with the same
+/// `config`. `on_event` is called on rank 0 only. A rank that fails aborts the group.
+///
+/// # Errors
+/// The first error of this rank (after aborting the group), or the abort of a peer.
+pub fn train<C, W>(
+    comm: &C,
+    worker: &mut W,
+    config: &LoopConfig,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Summary>
+where
+    C: Collective,
+    W: Worker + ?Sized,
+{
+    match Trainer::start(comm, worker, config, on_event).and_then(Trainer::run) {
+        Ok(s) => Ok(s),
+        Err(e @ Error::Aborted { .. }) => Err(e),
+        Err(e) => {
+            if comm.size() > 1 {
+                // MPI: does not return. In process: peers' collectives now fail instead of waiting.
+                let _ = comm.abort(&format!("rank {}: {e}", comm.rank()));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn crossed(before: u64, after: u64, every: u64) -> bool {
+    every > 0 && after / every > before / every
+}
+
+/// What the ranks decided together at the end of a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vote {
+    /// Go on.
+    Continue,
+    /// The time budget is spent (rank 0's clock decides).
+    OutOfTime,
+    /// A stop was requested on some rank.
+    Interrupt,
+}
+
+/// One rank's loop state: the worker, the averager, and what the next report covers.
+struct Trainer<'a, C: ?Sized, W: ?Sized> {
+    comm: &'a C,
+    worker: &'a mut W,
+    config: &'a LoopConfig,
+    on_event: &'a mut dyn FnMut(&Event),
+    averager: Averager,
+    start: Instant,
+    win: Window,
+    rounds: u64,
+    total_comm: Duration,
+    lr: Option<f32>,
+    last_loss: Option<f32>,
+}
+
+impl<'a, C, W> Trainer<'a, C, W>
+where
+    C: Collective,
+    W: Worker + ?Sized,
+{
+    /// Checks the settings and makes every replica start from rank 0's weights and iteration.
+    fn start(
+        comm: &'a C,
+        worker: &'a mut W,
+        config: &'a LoopConfig,
+        on_event: &'a mut dyn FnMut(&Event),
+    ) -> Result<Self> {
+        if config.tau == 0 {
+            return Err(Error::Config("--tau must be at least 1".into()));
+        }
+        let start = Instant::now();
+        if comm.size() > 1 {
+            let mut iter = worker.iter().to_le_bytes();
+            comm.broadcast_bytes(&mut iter, 0)?;
+            worker.set_iter(u64::from_le_bytes(iter));
+            comm.broadcast(worker.params()?, 0)?;
+            worker.params_changed()?;
+        }
+        let win = Window { data_wait_at: worker.data_wait(), ..Window::default() };
+        Ok(Trainer {
+            comm,
+            worker,
+            config,
+            on_event,
+            averager: Averager::new().with_comm_delay(config.comm_delay),
+            start,
+            win,
+            rounds: 0,
+            total_comm: Duration::ZERO,
+            lr: None,
+            last_loss: None,
+        })
+    }
+
+    fn multi(&self) -> bool {
+        self.comm.size() > 1
+    }
+
+    fn root(&self) -> bool {
+        self.comm.rank() == 0
+    }
+
+    /// True when a round communicates: more than one worker, or a configured delay (a single
+    /// worker then still pays the slow network, as the paper's experiments assume).
+    fn communicates(&self) -> bool {
+        self.multi() || !self.config.comm_delay.is_zero()
+    }
+
+    /// The loop: rounds until `max_iter`, the time budget or a stop request, then the final
+    /// test and snapshot.
+    fn run(mut self) -> Result<Summary> {
+        let config = self.config;
+        if config.test_initialization && config.test_interval > 0 {
+            let scores = self.test()?;
+            self.report(Some(scores), Vec::new())?;
+        }
+        let mut stopped_by_time = false;
+        while self.worker.iter() < config.max_iter {
+            let before = self.worker.iter();
+            if config.sync == SyncMode::Gradients || before < config.warmup {
+                self.gradient_round()?;
+            } else {
+                self.local_round(config.tau.min(config.max_iter - before))?;
+            }
+            self.rounds += 1;
+            let after = self.worker.iter();
+            let last = after >= config.max_iter;
+            match self.vote()? {
+                Vote::Interrupt => return self.interrupted(),
+                Vote::OutOfTime => stopped_by_time = !last,
+                Vote::Continue => {}
+            }
+            let end = last || stopped_by_time;
+            self.round_events(before, after, end)?;
+            if end {
+                break;
+            }
+        }
+        self.finish(stopped_by_time)
+    }
+
+    /// The paper's naive baseline: one step whose gradients are averaged before the update.
+    fn gradient_round(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let loss = self.worker.compute_gradients()?;
+        self.win.compute += t.elapsed();
+        if self.communicates() {
+            let stats = self.averager.average(self.comm, self.worker.grads()?)?;
+            self.add_comm(stats.comm);
+        }
+        let t = Instant::now();
+        self.lr = Some(self.worker.apply_gradients()?);
+        self.win.compute += t.elapsed();
+        self.count_step(loss);
+        Ok(())
+    }
+
+    /// SparkNet's round: `steps` local steps, then the weights averaged with one allreduce.
+    /// Over `K` > 1 workers the last step also multiplies the weights by `1 / K` (fused into the
+    /// update's pass), so that the allreduce-sum is the mean.
+    fn local_round(&mut self, steps: u64) -> Result<()> {
+        let inv_k = 1.0 / self.comm.size() as f32;
+        let t = Instant::now();
+        for i in 0..steps {
+            let out = if self.multi() && i + 1 == steps {
+                self.worker.step_scaled(inv_k)?
+            } else {
+                self.worker.step()?
+            };
+            self.lr = Some(out.lr);
+            self.count_step(out.loss);
+        }
+        self.win.compute += t.elapsed();
+        if self.communicates() {
+            let stats = if self.multi() {
+                self.averager.average_prescaled(self.comm, self.worker.params()?)?
+            } else {
+                self.averager.average(self.comm, self.worker.params()?)?
+            };
+            self.worker.params_changed()?;
+            self.add_comm(stats.comm);
+            self.average_history()?;
+        }
+        Ok(())
+    }
+
+    /// The solver history at an averaging round, as [`LoopConfig::history`] says.
+    fn average_history(&mut self) -> Result<()> {
+        for set in 0..self.worker.history_sets() {
+            match self.config.history {
+                StatePolicy::Local => {}
+                StatePolicy::Reset => self.worker.history(set)?.fill(0.0),
+                StatePolicy::Averaged => {
+                    let stats = self.averager.average(self.comm, self.worker.history(set)?)?;
+                    self.add_comm(stats.comm);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [time budget spent (rank 0's clock), stop requested (on any rank)], summed over ranks so
+    /// that every rank takes the same decision.
+    fn vote(&mut self) -> Result<Vote> {
+        let config = self.config;
+        let mut stop = [0f64; 2];
+        if self.root() && config.time_budget.is_some_and(|b| self.start.elapsed() >= b) {
+            stop[0] = 1.0;
+        }
+        if config.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            stop[1] = 1.0;
+        }
+        if (config.time_budget.is_some() || config.stop.is_some()) && self.multi() {
+            self.comm.all_reduce_sum_f64(&mut stop)?;
+        }
+        Ok(if stop[1] > 0.0 {
+            Vote::Interrupt
+        } else if stop[0] > 0.0 {
+            Vote::OutOfTime
+        } else {
+            Vote::Continue
+        })
+    }
+
+    /// The display, test and snapshot points this round crossed (none of the last two at the
+    /// end: the final test and snapshot follow), or a progress tick.
+    fn round_events(&mut self, before: u64, after: u64, end: bool) -> Result<()> {
+        let config = self.config;
+        let test_now = crossed(before, after, config.test_interval) && !end;
+        let snap_now = crossed(before, after, config.snapshot) && !end;
+        let display_now = crossed(before, after, config.display);
+        let files = if snap_now && self.root() { self.worker.snapshot()? } else { Vec::new() };
+        if test_now || display_now {
+            let scores = if test_now { Some(self.test()?) } else { None };
+            self.report(scores, files)
+        } else if !files.is_empty() {
+            self.report(None, files)
+        } else {
+            self.tick();
+            Ok(())
+        }
+    }
+
+    /// A stop request: rank 0 snapshots, no final test.
+    fn interrupted(mut self) -> Result<Summary> {
+        let files = if self.root() { self.worker.snapshot()? } else { Vec::new() };
+        self.report(None, files)?;
+        Ok(self.summary(None, false, true))
+    }
+
+    /// The final test (when the net has test data) and snapshot.
+    fn finish(mut self, stopped_by_time: bool) -> Result<Summary> {
+        let test = match self.test() {
+            Ok(s) => Some(s),
+            Err(Error::NoTestData) => None,
+            Err(e) => return Err(e),
+        };
+        let files = if self.root() && self.config.snapshot_after_train {
+            self.worker.snapshot()?
+        } else {
+            Vec::new()
+        };
+        self.report(test.clone(), files)?;
+        Ok(self.summary(test, stopped_by_time, false))
+    }
+
+    fn summary(&self, test: Option<TestScores>, by_time: bool, interrupted: bool) -> Summary {
+        Summary {
+            workers: self.comm.size(),
+            iter: self.worker.iter(),
+            rounds: self.rounds,
+            test,
+            seconds: self.start.elapsed().as_secs_f64(),
+            allreduce: self.total_comm.as_secs_f64(),
+            stopped_by_time: by_time,
+            interrupted,
+        }
+    }
+
+    fn test(&mut self) -> Result<TestScores> {
+        let t = Instant::now();
+        let scores = self.worker.test(self.comm);
+        self.win.eval += t.elapsed();
+        scores
+    }
+
+    fn count_step(&mut self, loss: f32) {
+        self.win.loss += f64::from(loss);
+        self.win.steps += 1;
+        self.last_loss = Some(loss);
+    }
+
+    fn add_comm(&mut self, d: Duration) {
+        self.win.comm += d;
+        self.total_comm += d;
+    }
+
+    /// Rank 0's progress tick (nothing reduced, nothing logged).
+    fn tick(&mut self) {
+        if !self.root() {
+            return;
+        }
+        (self.on_event)(&Event {
+            tick: true,
+            round: self.rounds,
+            iter: self.worker.iter(),
+            loss: self.last_loss.map(f64::from),
+            lr: self.lr,
+            compute: 0.0,
+            allreduce: 0.0,
+            data_wait: 0.0,
+            eval: 0.0,
+            seconds: self.start.elapsed().as_secs_f64(),
+            test: None,
+            snapshot: Vec::new(),
+        });
+    }
+
+    /// Reduces the window's loss over ranks (a collective: every rank calls it) and reports on
+    /// rank 0; the next window starts.
+    fn report(&mut self, test: Option<TestScores>, snapshot: Vec<PathBuf>) -> Result<()> {
+        let mut loss = [self.win.loss, self.win.steps as f64];
+        if self.multi() {
+            self.comm.all_reduce_sum_f64(&mut loss)?;
+        }
+        let wait = self.worker.data_wait();
+        let data_wait = wait.saturating_sub(self.win.data_wait_at);
+        if self.root() {
+            (self.on_event)(&Event {
+                tick: false,
+                round: self.rounds,
+                iter: self.worker.iter(),
+                loss: (loss[1] > 0.0).then(|| loss[0] / loss[1]),
+                lr: self.lr,
+                compute: self.win.compute.saturating_sub(data_wait).as_secs_f64(),
+                allreduce: self.win.comm.as_secs_f64(),
+                data_wait: data_wait.as_secs_f64(),
+                eval: self.win.eval.as_secs_f64(),
+                seconds: self.start.elapsed().as_secs_f64(),
+                test,
+                snapshot,
+            });
+        }
+        self.win = Window { data_wait_at: wait, ..Window::default() };
+        Ok(())
+    }
+}

@@ -82,7 +82,7 @@ pub use error::{Error, Result};
 pub use format::Encoding;
 pub use loader::{Batch, BatchGuard, Loader, LoaderConfig, LoaderStats};
 pub use manifest::{ChannelOrder, Manifest, ShardInfo};
-pub use mean::{MeanReport, compute_mean};
+pub use mean::{MeanReport, compute_mean, compute_mean_window};
 pub use proto::BlobProto;
 pub use reader::{Dataset, OpenOptions, Record, Shard, VerifyReport};
 pub use sampler::{Sampler, SplitMix64, partition};

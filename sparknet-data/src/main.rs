@@ -32,7 +32,7 @@ enum Command {
     /// Compute the per-pixel mean image as a Caffe `.binaryproto` (compute_image_mean).
     ///
     /// Records of differing sizes (ImageNet resized to a shorter side) are averaged over their
-    /// central window of the smallest height and width in the dataset, or of `--center H,W`.
+    /// central window of the smallest width and height in the dataset, or of `--center W,H`.
     #[command(visible_alias = "mean")]
     ComputeMean {
         /// Dataset directory.
@@ -40,7 +40,7 @@ enum Command {
         /// Output `.binaryproto`.
         #[arg(long)]
         out: PathBuf,
-        /// Average each record's central HxW window (given as H,W) instead of the whole record.
+        /// Average each record's central window of width W and height H (given as W,H).
         #[arg(long, value_parser = parse_wh)]
         center: Option<(u32, u32)>,
         /// Skip unreadable records and report how many.
@@ -285,11 +285,11 @@ fn run(cli: Cli) -> AnyResult {
         Command::ComputeMean { dataset, out, center, skip_corrupt } => {
             let ds = Dataset::open(&dataset)?;
             let window = match center {
-                Some((h, w)) => Some((h as usize, w as usize)),
+                Some((w, h)) => Some((h as usize, w as usize)),
                 None if ds.manifest().shape.is_none() && !ds.is_empty() => {
                     let (h, w) = sparknet_data::mean::smallest_size(&ds)?;
                     eprintln!(
-                        "records differ in size: averaging each one's central {h}x{w} window"
+                        "records differ in size: averaging each one's central {w}x{h} (WxH) window"
                     );
                     Some((h, w))
                 }

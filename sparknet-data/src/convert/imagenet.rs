@@ -269,7 +269,7 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for e in std::fs::read_dir(dir).at(dir)? {
         let e = e.at(dir)?;
         let p = e.path();
-        if e.file_type().at(&p)?.is_file() && images::is_image(&p) {
+        if p.is_file() && images::is_image(&p) {
             files.push(p);
         }
     }

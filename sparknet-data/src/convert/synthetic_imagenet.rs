@@ -244,6 +244,20 @@ fn write_split(
 /// shuffled), `out/val` (`classes x val_per_class`, when non-zero) and `out/synsets.txt`, each
 /// committed atomically. `progress(split, n)` is called as images are done.
 ///
+/// ```
+/// use sparknet_data::Dataset;
+/// use sparknet_data::convert::synthetic_imagenet::{SynthOptions, synth_imagenet};
+///
+/// let out = tempfile::tempdir()?;
+/// let opts = SynthOptions { classes: 3, per_class: 4, val_per_class: 1, side: 32, ..Default::default() };
+/// let report = synth_imagenet(out.path(), &opts, &|_, _| {})?;
+/// assert_eq!(report.synsets, ["s00000000", "s00000001", "s00000002"]);
+/// let train = Dataset::open(&out.path().join("train"))?;
+/// assert_eq!((train.len(), train.get(0)?.shape), (12, [3, 32, 32]));
+/// assert_eq!(Dataset::open(&out.path().join("val"))?.len(), 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// [`Error::InvalidArgument`] for zero classes, zero train images, a side below 8 or a quality
 /// outside 1..=100; writer errors.

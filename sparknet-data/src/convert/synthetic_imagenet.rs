@@ -102,7 +102,7 @@ struct Look {
 }
 
 fn look(class: usize, classes: usize) -> Look {
-    let mut rng = SplitMix64::new(mix(&[0x5eed_c1a5_5e5, class as u64]));
+    let mut rng = SplitMix64::new(mix(&[0x05ee_dc1a_55e5, class as u64]));
     // Golden-ratio hue spacing, plus a small class-specific offset.
     let hue = (class as f32 * 0.618_034 + 0.05 * unit(&mut rng)).fract();
     let family = (class % 4) as u32;
@@ -212,7 +212,7 @@ fn write_split(
     let mut order: Vec<(usize, u64)> =
         (0..per_class as u64).flat_map(|i| (0..opts.classes).map(move |k| (k, i))).collect();
     if let Some(seed) = shuffle {
-        let mut rng = SplitMix64::new(mix(&[seed, 0x5417_f1e]));
+        let mut rng = SplitMix64::new(mix(&[seed, 0x0541_7f1e]));
         for i in (1..order.len()).rev() {
             let j = rng.below(i as u64 + 1) as usize;
             order.swap(i, j);

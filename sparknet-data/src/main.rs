@@ -257,6 +257,11 @@ fn parse_wh(s: &str) -> Result<(u32, u32), String> {
     Ok((p(w)?, p(h)?))
 }
 
+/// A bar for one split of an ImageNet-layout job; hidden when the split is empty.
+fn split_bar(len: u64, what: &str) -> ProgressBar {
+    if len == 0 { ProgressBar::hidden() } else { bar(len, what) }
+}
+
 fn bar(len: u64, what: &str) -> ProgressBar {
     let b = ProgressBar::new(len);
     let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
@@ -368,8 +373,8 @@ fn synth(kind: SynthKind) -> AnyResult {
                 quality,
                 shard_size,
             };
-            let train = bar((classes * per_class) as u64, "train");
-            let val = bar((classes * val_per_class) as u64, "val");
+            let train = split_bar((classes * per_class) as u64, "train");
+            let val = split_bar((classes * val_per_class) as u64, "val");
             let r = synthetic_imagenet::synth_imagenet(&out, &opts, &|s, n| match s {
                 imagenet::Split::Train => train.inc(n),
                 imagenet::Split::Val => val.inc(n),
@@ -417,8 +422,8 @@ fn convert(source: Source) -> AnyResult {
             };
             let plan = imagenet::ImagenetPlan::scan(&src)?;
             let (nt, nv) = plan.counts();
-            let train = bar(nt as u64, "train");
-            let val = bar(nv as u64, "val");
+            let train = split_bar(nt as u64, "train");
+            let val = split_bar(nv as u64, "val");
             let r = plan.convert(&out, &opts, &|s, n| match s {
                 imagenet::Split::Train => train.inc(n),
                 imagenet::Split::Val => val.inc(n),

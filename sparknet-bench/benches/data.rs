@@ -12,8 +12,14 @@
 //! - `data/loader`: batches of 32 of the JPEG set through `Loader` (TRAIN, crop 227, mirror,
 //!   mean file) with 1 and 2 decode threads.
 //!
-//! Run: `cargo bench -p sparknet-bench --bench data -- --warm-up-time 1 --measurement-time 3`,
-//! then `.venv/bin/python sparknet-bench/peers/opencv_decode.py target/bench-data/jpeg256`.
+//! - `RATIO decode`: the same decode + crop + mirror + mean work on one core, sparknet-data
+//!   against OpenCV (`cv2.imdecode` + numpy, `peers/opencv_decode.py`) on the same files, run
+//!   from this binary, alternating twice, best pass of each. The peer's Python is
+//!   `$SPARKNET_OPENCV_PYTHON`, else `../venv-cv/bin/python` beside the workspace, else
+//!   `python3`; without `cv2` the ratio line says SKIPPED.
+//!
+//! Run: `cargo bench -p sparknet-bench --bench data -- --warm-up-time 1 --measurement-time 3`
+//! (the peer alone: `python sparknet-bench/peers/opencv_decode.py target/bench-data/jpeg256`).
 // criterion's group macros generate undocumented public functions.
 #![allow(missing_docs)]
 
@@ -291,6 +297,94 @@ fn ratios() {
     );
 }
 
+/// The Python that runs the OpenCV peer.
+fn peer_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SPARKNET_OPENCV_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join("../venv-cv/bin/python");
+    if venv.is_file() { venv } else { PathBuf::from("python3") }
+}
+
+/// One run of the OpenCV peer for `seconds`: its best pass in images/s, or why it did not run.
+fn opencv_peer(dir: &Path, seconds: f64) -> Result<(f64, String), String> {
+    let script = workspace_root().join("sparknet-bench/peers/opencv_decode.py");
+    let out = std::process::Command::new(peer_python())
+        .arg(&script)
+        .arg(dir)
+        .arg(seconds.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", peer_python().display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").to_string());
+    }
+    let best = text
+        .split("best pass ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| format!("unexpected peer output: {text}"))?;
+    let version = text.split(':').next().unwrap_or("opencv").to_string();
+    Ok((best, version))
+}
+
+/// Decode + crop + mirror + mean on one core, beside the OpenCV peer on the same files.
+fn decode_ratio() {
+    let files = jpeg_set();
+    let Some(dir) = files[0].parent().map(Path::to_path_buf) else { return };
+    let payloads: Vec<Vec<u8>> =
+        files.iter().map(|f| std::fs::read(f).expect("read jpeg")).collect();
+    let t = Transformer::new(train_params(), Phase::Train).expect("transformer");
+    let mut dec = Decoder::new();
+    let mut out = vec![0f32; 3 * 227 * 227];
+    let mut seed = 0u64;
+    let mut ours = |seconds: f64| {
+        let start = Instant::now();
+        let mut best = 0f64;
+        while start.elapsed().as_secs_f64() < seconds {
+            let t0 = Instant::now();
+            for p in &payloads {
+                let rec = Record {
+                    label: 0,
+                    shape: [3, 256, 256],
+                    encoding: Encoding::Encoded,
+                    payload: p,
+                };
+                seed += 1;
+                t.transform(&rec, &mut dec, &mut SplitMix64::new(seed), &mut out)
+                    .expect("transform");
+                black_box(&out);
+            }
+            best = best.max(payloads.len() as f64 / t0.elapsed().as_secs_f64());
+        }
+        best
+    };
+    ours(0.5); // warm-up
+    let (mut best_ours, mut best_cv, mut version) = (0f64, 0f64, String::new());
+    for _ in 0..2 {
+        best_ours = best_ours.max(ours(3.0));
+        match opencv_peer(&dir, 3.0) {
+            Ok((v, ver)) => {
+                best_cv = best_cv.max(v);
+                version = ver;
+            }
+            Err(why) => {
+                eprintln!(
+                    "RATIO decode+crop227+mirror+mean (1 core, {} files): sparknet {best_ours:.0} img/s; OpenCV SKIPPED ({why})",
+                    payloads.len()
+                );
+                return;
+            }
+        }
+    }
+    eprintln!(
+        "RATIO decode+crop227+mirror+mean (1 core, {} files 256x256): sparknet {best_ours:.0} img/s, {version} {best_cv:.0} img/s ({:.2}x OpenCV)",
+        payloads.len(),
+        best_ours / best_cv
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
@@ -299,6 +393,7 @@ criterion_group! {
 
 fn main() {
     ratios();
+    decode_ratio();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -81,6 +81,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A source image of a converter cannot be read or decoded (unreadable, truncated, not an
+    /// image, no label): names the file and the class it was to be stored under.
+    #[error("{}: class {class}: {reason}", path.display())]
+    BadImage {
+        /// The image file.
+        path: PathBuf,
+        /// The class (folder name, synset id or label) the image belongs to.
+        class: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The dataset manifest is missing, unparsable or disagrees with the shards.
     #[error("{}: bad manifest: {reason}", path.display())]
     Manifest {

@@ -31,8 +31,11 @@
 //!   and shuffle it per rank and epoch.
 //! - [`Transformer`] applies Caffe's `DataTransformer` (crop, mirror, mean, scale);
 //!   [`Loader`] runs it in parallel into reused [`Batch`] buffers.
-//! - [`convert`] reads MNIST, CIFAR-10, image folders and Caffe list files; [`compute_mean`]
-//!   and [`BlobProto`] produce Caffe mean files. The `sparknet-data` binary wraps them all.
+//! - [`convert`] reads MNIST, CIFAR-10, image folders, Caffe list files and the ILSVRC-2012
+//!   layout ([`convert::imagenet`]), and synthesizes digits and an ImageNet-like set
+//!   ([`convert::synthetic_imagenet`]); [`compute_mean`] (and [`compute_mean_window`] for
+//!   records of differing sizes) and [`BlobProto`] produce Caffe mean files. The `sparknet-data`
+//!   binary wraps them all.
 //!
 //! # Dataset layout
 //! A dataset is a directory holding `manifest.json` (see [`Manifest`]: format name and version,
@@ -58,8 +61,8 @@
 //! keeps its file's RGB planes, as Caffe's `convert_cifar_data` does. The manifest records which.
 //!
 //! # Binary
-//! `sparknet-data convert mnist|cifar10|images`, `mean`, `inspect`, `verify`; run it with
-//! `--help`.
+//! `sparknet-data convert mnist|cifar10|images|imagenet`, `synth imagenet`, `compute-mean`
+//! (alias `mean`), `inspect`, `verify`; run it with `--help`.
 //!
 //! This crate never depends on `sparknet-net`; mean files are written by the small protobuf codec
 //! in [`proto`].
@@ -82,7 +85,7 @@ pub use error::{Error, Result};
 pub use format::Encoding;
 pub use loader::{Batch, BatchGuard, Loader, LoaderConfig, LoaderStats};
 pub use manifest::{ChannelOrder, Manifest, ShardInfo};
-pub use mean::{MeanReport, compute_mean};
+pub use mean::{MeanReport, compute_mean, compute_mean_window};
 pub use proto::BlobProto;
 pub use reader::{Dataset, OpenOptions, Record, Shard, VerifyReport};
 pub use sampler::{Sampler, SplitMix64, partition};

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use sparknet_data::convert::imagenet;
+use sparknet_data::convert::synthetic_imagenet;
 use sparknet_data::convert::{cifar, images, mnist, synthetic};
-use sparknet_data::{ColorMode, Dataset, Decoder, Encoding, compute_mean};
+use sparknet_data::{ColorMode, Dataset, Decoder, Encoding, compute_mean_window};
 
 #[derive(Parser)]
 #[command(
@@ -28,15 +30,27 @@ enum Command {
         source: Source,
     },
     /// Compute the per-pixel mean image as a Caffe `.binaryproto` (compute_image_mean).
-    Mean {
+    ///
+    /// Records of differing sizes (ImageNet resized to a shorter side) are averaged over their
+    /// central window of the smallest width and height in the dataset, or of `--center W,H`.
+    #[command(visible_alias = "mean")]
+    ComputeMean {
         /// Dataset directory.
         dataset: PathBuf,
         /// Output `.binaryproto`.
         #[arg(long)]
         out: PathBuf,
+        /// Average each record's central window of width W and height H (given as W,H).
+        #[arg(long, value_parser = parse_wh)]
+        center: Option<(u32, u32)>,
         /// Skip unreadable records and report how many.
         #[arg(long)]
         skip_corrupt: bool,
+    },
+    /// Generate a dataset (no download needed).
+    Synth {
+        #[command(subcommand)]
+        kind: SynthKind,
     },
     /// Print counts, class histogram, shape and encoding; optionally dump one record as PNG.
     Inspect {
@@ -60,6 +74,46 @@ enum Command {
         #[arg(long)]
         skip_corrupt: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SynthKind {
+    /// An ImageNet-like set: deterministic 256x256 JPEGs, class-dependent patterns and colours,
+    /// in the layout of `convert imagenet` (train/, val/, synsets.txt).
+    Imagenet {
+        /// Number of classes.
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Train images per class.
+        #[arg(long, default_value_t = 100)]
+        per_class: usize,
+        /// Val images per class (0: no val set).
+        #[arg(long, default_value_t = 10)]
+        val_per_class: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the per-image variations.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 256)]
+        side: u32,
+        /// JPEG quality.
+        #[arg(long, default_value_t = 90)]
+        quality: u8,
+        /// Records per shard.
+        #[arg(long, default_value_t = 10_000)]
+        shard_size: usize,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnBadArg {
+    /// Stop at the first bad image, naming it; nothing is committed.
+    Fail,
+    /// Leave bad images out, list them on stderr and count them in the summary.
+    Skip,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -115,6 +169,47 @@ enum Source {
         #[arg(long, default_value_t = 100_000)]
         shard_size: usize,
     },
+    /// ILSVRC-2012: train/<wnid>/*.JPEG and a val folder with its label file, labels in Caffe's
+    /// synset order (sorted wnids), into OUT/train, OUT/val and OUT/synsets.txt.
+    Imagenet {
+        /// The train folder (one subfolder per synset).
+        #[arg(long, required_unless_present = "val")]
+        train: Option<PathBuf>,
+        /// The val folder: flat with --val-labels, or one subfolder per synset.
+        #[arg(long)]
+        val: Option<PathBuf>,
+        /// Val label file, `name label` per line (Caffe's val.txt; label = index or wnid).
+        #[arg(long, requires = "val")]
+        val_labels: Option<PathBuf>,
+        /// Class list (first word per line: synsets.txt or synset_words.txt); default: the
+        /// sorted train folder names.
+        #[arg(long)]
+        synsets: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Resize so the shorter side is N (0: keep the size).
+        #[arg(long, default_value_t = 256)]
+        shorter_side: u32,
+        /// Caffe's --resize_height: with --resize-width, resize to exactly WxH instead.
+        #[arg(long, requires = "resize_width")]
+        resize_height: Option<u32>,
+        /// Caffe's --resize_width: with --resize-height, resize to exactly WxH instead.
+        #[arg(long, requires = "resize_height")]
+        resize_width: Option<u32>,
+        /// Unreadable, truncated or unlabelled images: fail the run (default) or skip and count.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_bad: OnBadArg,
+        /// Seed of the train shuffle.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep the train records in class order (no shuffle).
+        #[arg(long)]
+        no_shuffle: bool,
+        /// Records per shard.
+        #[arg(long, default_value_t = 10_000)]
+        shard_size: usize,
+    },
     /// A class-per-folder tree or a Caffe list file.
     Images {
         /// Root directory of the images.
@@ -162,6 +257,11 @@ fn parse_wh(s: &str) -> Result<(u32, u32), String> {
     Ok((p(w)?, p(h)?))
 }
 
+/// A bar for one split of an ImageNet-layout job; hidden when the split is empty.
+fn split_bar(len: u64, what: &str) -> ProgressBar {
+    if len == 0 { ProgressBar::hidden() } else { bar(len, what) }
+}
+
 fn bar(len: u64, what: &str) -> ProgressBar {
     let b = ProgressBar::new(len);
     let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
@@ -187,16 +287,28 @@ type AnyResult = Result<(), Box<dyn std::error::Error>>;
 fn run(cli: Cli) -> AnyResult {
     match cli.command {
         Command::Convert { source } => convert(source),
-        Command::Mean { dataset, out, skip_corrupt } => {
+        Command::ComputeMean { dataset, out, center, skip_corrupt } => {
             let ds = Dataset::open(&dataset)?;
+            let window = match center {
+                Some((w, h)) => Some((h as usize, w as usize)),
+                None if ds.manifest().shape.is_none() && !ds.is_empty() => {
+                    let (h, w) = sparknet_data::mean::smallest_size(&ds)?;
+                    eprintln!(
+                        "records differ in size: averaging each one's central {w}x{h} (WxH) window"
+                    );
+                    Some((h, w))
+                }
+                None => None,
+            };
             let pb = bar(ds.len() as u64, "mean");
-            let report = compute_mean(&ds, skip_corrupt, &|n| pb.inc(n))?;
+            let report = compute_mean_window(&ds, window, skip_corrupt, &|n| pb.inc(n))?;
             pb.finish();
             report.blob.write(&out)?;
             println!("mean of {} records written to {}", report.records, out.display());
             report_skipped(&report.skipped);
             Ok(())
         }
+        Command::Synth { kind } => synth(kind),
         Command::Inspect { dataset, json, dump, out } => {
             inspect(&dataset, json, dump, out.as_deref())
         }
@@ -219,8 +331,107 @@ fn report_skipped(errs: &[sparknet_data::Error]) {
     }
 }
 
+/// Prints the one-line summary of an ImageNet-layout conversion or synthesis.
+fn imagenet_summary(out: &Path, r: &imagenet::ImagenetReport) {
+    for (name, split) in [("train", &r.train), ("val", &r.val)] {
+        if let Some(s) = split {
+            report_skipped(&s.skipped);
+            println!(
+                "{name}: {} records in {} shards at {}, {} skipped",
+                s.manifest.records,
+                s.manifest.shards.len(),
+                out.join(name).display(),
+                s.skipped.len()
+            );
+        }
+    }
+    println!(
+        "{} classes listed in {}",
+        r.synsets.len(),
+        out.join(imagenet::SYNSETS_FILE).display()
+    );
+}
+
+fn synth(kind: SynthKind) -> AnyResult {
+    match kind {
+        SynthKind::Imagenet {
+            classes,
+            per_class,
+            val_per_class,
+            out,
+            seed,
+            side,
+            quality,
+            shard_size,
+        } => {
+            let opts = synthetic_imagenet::SynthOptions {
+                classes,
+                per_class,
+                val_per_class,
+                seed,
+                side,
+                quality,
+                shard_size,
+            };
+            let train = split_bar((classes * per_class) as u64, "train");
+            let val = split_bar((classes * val_per_class) as u64, "val");
+            let r = synthetic_imagenet::synth_imagenet(&out, &opts, &|s, n| match s {
+                imagenet::Split::Train => train.inc(n),
+                imagenet::Split::Val => val.inc(n),
+            })?;
+            train.finish();
+            val.finish();
+            imagenet_summary(&out, &r);
+        }
+    }
+    Ok(())
+}
+
 fn convert(source: Source) -> AnyResult {
     match source {
+        Source::Imagenet {
+            train,
+            val,
+            val_labels,
+            synsets,
+            out,
+            shorter_side,
+            resize_height,
+            resize_width,
+            on_bad,
+            seed,
+            no_shuffle,
+            shard_size,
+        } => {
+            let src = imagenet::ImagenetSource { train, val, val_labels, synsets };
+            let resize = match (resize_width, resize_height, shorter_side) {
+                (Some(width), Some(height), _) if width > 0 && height > 0 => {
+                    images::Resize::Exact { width, height }
+                }
+                (_, _, 0) => images::Resize::None,
+                (_, _, n) => images::Resize::ShorterSide(n),
+            };
+            let opts = imagenet::ImagenetOptions {
+                resize,
+                on_bad: match on_bad {
+                    OnBadArg::Fail => imagenet::OnBad::Fail,
+                    OnBadArg::Skip => imagenet::OnBad::Skip,
+                },
+                shuffle: (!no_shuffle).then_some(seed),
+                shard_size,
+            };
+            let plan = imagenet::ImagenetPlan::scan(&src)?;
+            let (nt, nv) = plan.counts();
+            let train = split_bar(nt as u64, "train");
+            let val = split_bar(nv as u64, "val");
+            let r = plan.convert(&out, &opts, &|s, n| match s {
+                imagenet::Split::Train => train.inc(n),
+                imagenet::Split::Val => val.inc(n),
+            })?;
+            train.finish();
+            val.finish();
+            imagenet_summary(&out, &r);
+        }
         Source::Mnist { images, labels, out, shard_size } => {
             let pb = bar(0, "mnist");
             let m = mnist::convert_mnist(&images, &labels, &out, shard_size, None, &|n| pb.inc(n))?;

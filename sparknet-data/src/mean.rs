@@ -31,6 +31,58 @@ pub fn compute_mean(
     skip_corrupt: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<MeanReport> {
+    compute_mean_window(ds, None, skip_corrupt, progress)
+}
+
+/// The smallest height and width over the records' stored shapes (read from the shard indexes,
+/// no decoding): the largest centre window every record has.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty dataset; index errors.
+pub fn smallest_size(ds: &Dataset) -> Result<(usize, usize)> {
+    let mut min: Option<(usize, usize)> = None;
+    for shard in ds.shards() {
+        for i in 0..shard.len() {
+            let [_, h, w] = shard.entry(i)?.shape;
+            let (h, w) = (h as usize, w as usize);
+            min = Some(min.map_or((h, w), |(a, b)| (a.min(h), b.min(w))));
+        }
+    }
+    min.ok_or_else(|| Error::InvalidArgument(format!("{}: dataset is empty", ds.dir().display())))
+}
+
+/// As [`compute_mean`], but over each record's central `height x width` window when `window` is
+/// given, so that datasets whose records differ in size (ImageNet resized to a shorter side of
+/// 256) still get a mean: the window of a record of `h x w` starts at row `(h - height) / 2`,
+/// column `(w - width) / 2`. Caffe's `compute_image_mean` has no such option (it requires equal
+/// sizes); with `window: None` this is exactly [`compute_mean`].
+///
+/// ```
+/// use sparknet_data::{ChannelOrder, Dataset, DatasetConfig, DatasetWriter, Encoding};
+/// use sparknet_data::mean::{compute_mean_window, smallest_size};
+/// # let dir = tempfile::tempdir()?;
+/// let config = DatasetConfig {
+///     encoding: Encoding::RawU8, channel_order: ChannelOrder::Gray, classes: vec![], shard_size: 8,
+/// };
+/// let mut w = DatasetWriter::create(dir.path(), config)?;
+/// w.append(0, [1, 1, 3], &[9, 2, 9])?; // 1x3: centre pixel 2
+/// w.append(0, [1, 3, 1], &[9, 4, 9])?; // 3x1: centre pixel 4
+/// w.finish()?;
+/// let ds = Dataset::open(dir.path())?;
+/// assert_eq!(smallest_size(&ds)?, (1, 1));
+/// let r = compute_mean_window(&ds, Some((1, 1)), false, &|_| {})?;
+/// assert_eq!((r.blob.shape.clone(), r.blob.data.clone()), (vec![1, 1, 1, 1], vec![3.0]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`compute_mean`]; with a window, a record smaller than it is an [`Error::BadRecord`].
+pub fn compute_mean_window(
+    ds: &Dataset,
+    window: Option<(usize, usize)>,
+    skip_corrupt: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<MeanReport> {
     if ds.is_empty() {
         return Err(Error::InvalidArgument(format!("{}: dataset is empty", ds.dir().display())));
     }
@@ -45,7 +97,13 @@ pub fn compute_mean(
             d.pixels(&rec, ColorMode::Native).ok().map(|p| (p.c, p.h, p.w))
         })
         .ok_or_else(|| bad(0, "no record could be decoded".into()))?;
-    let (c, h, w) = first;
+    let (c, h, w) = match window {
+        Some((wh, ww)) if wh == 0 || ww == 0 => {
+            return Err(Error::InvalidArgument(format!("mean window {wh}x{ww} is empty")));
+        }
+        Some((wh, ww)) => (first.0, wh, ww),
+        None => first,
+    };
     let n = c * h * w;
     const CHUNK: usize = 256;
     let chunks = ds.len().div_ceil(CHUNK);
@@ -59,13 +117,19 @@ pub fn compute_mean(
             for i in k * CHUNK..((k + 1) * CHUNK).min(ds.len()) {
                 let one = ds.get(i).and_then(|rec| {
                     let px = d.pixels(&rec, ColorMode::Native).map_err(|r| bad(i, r))?;
-                    if (px.c, px.h, px.w) != (c, h, w) {
-                        return Err(bad(i, format!("shape {}x{}x{} differs from {c}x{h}x{w}", px.c, px.h, px.w)));
+                    let fits = match window {
+                        None => (px.c, px.h, px.w) == (c, h, w),
+                        Some(_) => px.c == c && px.h >= h && px.w >= w,
+                    };
+                    if !fits {
+                        let want = if window.is_some() { "is smaller than the window" } else { "differs from" };
+                        return Err(bad(i, format!("shape {}x{}x{} {want} {c}x{h}x{w}", px.c, px.h, px.w)));
                     }
+                    let (y0, x0) = ((px.h - h) / 2, (px.w - w) / 2);
                     let mut at = 0;
                     for ch in 0..c {
-                        for y in 0..h {
-                            for x in 0..w {
+                        for y in y0..y0 + h {
+                            for x in x0..x0 + w {
                                 sum[at] += px.at(ch, y, x) as f64;
                                 at += 1;
                             }

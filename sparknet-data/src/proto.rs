@@ -13,8 +13,10 @@
 //! | 7      | `shape`    | `optional BlobShape`        | 2 (length-delimited)   |
 //! | 8      | `double_data` | `repeated double [packed]` | 2 (packed) or 1 (one) |
 //!
-//! `BlobShape` has one field, `dim = 1`, `repeated int64 [packed]`. The writer emits the legacy
-//! 4-D fields (as Caffe's `compute_image_mean` does) and `shape`; the reader takes the shape from
+//! `BlobShape` has one field, `dim = 1`, `repeated int64 [packed]`. The writer emits a 4-D blob
+//! as Caffe's `compute_image_mean` does: the legacy fields `num, channels, height, width`, then
+//! the packed data, and no `shape` (so a mean written here is byte-identical to Caffe's for the
+//! same values); other ranks are written as `data` and `shape`. The reader takes the shape from
 //! the legacy fields when any is present (Caffe's `Blob::FromProto` rule), else from `shape`, and
 //! skips every other field (`diff`, `double_diff`, unknown numbers).
 
@@ -63,6 +65,9 @@ impl BlobProto {
         put_varint(&mut out, self.data.len() as u64 * 4);
         for v in &self.data {
             out.extend_from_slice(&v.to_le_bytes());
+        }
+        if self.shape.len() == 4 {
+            return out;
         }
         let mut dims = Vec::new();
         for &d in &self.shape {
@@ -239,9 +244,15 @@ mod tests {
         assert_eq!(&bytes[8..10], &[0x2a, 8]);
         assert_eq!(&bytes[10..14], &1.0f32.to_le_bytes());
         assert_eq!(&bytes[14..18], &(-2.0f32).to_le_bytes());
-        // shape: key 7, length 6, then BlobShape { dim (packed): [1, 1, 1, 2] }.
-        assert_eq!(&bytes[18..], &[0x3a, 6, 0x0a, 4, 1, 1, 1, 2]);
+        // Nothing else: no `shape` for a 4-D blob, as Caffe's compute_image_mean writes it.
+        assert_eq!(bytes.len(), 18);
         assert_eq!(BlobProto::decode(&bytes).unwrap(), b);
+        // Other ranks carry `shape`: key 7, length 4, then BlobShape { dim (packed): [1, 2] }.
+        let v = BlobProto { shape: vec![1, 2], data: vec![1.0, -2.0] };
+        let bytes = v.encode();
+        assert_eq!(&bytes[..2], &[0x2a, 8]);
+        assert_eq!(&bytes[10..], &[0x3a, 4, 0x0a, 2, 1, 2]);
+        assert_eq!(BlobProto::decode(&bytes).unwrap(), v);
     }
 
     #[test]

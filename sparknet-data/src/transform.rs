@@ -13,6 +13,12 @@
 //! repeated over all channels), or 0. Caffe draws the mirror coin before the offsets; so do we.
 //! One deliberate difference: Caffe mirrors in every phase when `mirror: true`; here, as the
 //! project specifies, mirroring happens in TRAIN only.
+//!
+//! One extension: Caffe requires the mean image to have the record's size. Datasets resized to a
+//! shorter side of 256 (the usual ImageNet preparation) hold records of varying size; for a record
+//! whose size differs from the mean's, the mean's central `crop_size` window is subtracted
+//! instead (`mean[c][(mh - k) / 2 + h][(mw - k) / 2 + w]`, following the mirror as above), which
+//! needs a crop no larger than the mean. Records of the mean's size keep Caffe's rule exactly.
 
 use crate::decode::{ColorMode, Decoder, Pixels, Src};
 use crate::error::{Error, Result};
@@ -216,13 +222,22 @@ impl Transformer {
         let scale = self.params.scale;
         match &self.params.mean {
             Mean::File(m) => {
-                if (m.c, m.h, m.w) != (c, px.h, px.w) || m.data.len() != c * px.h * px.w {
+                let k = self.params.crop_size;
+                let fits = m.c == c && m.data.len() == m.c * m.h * m.w;
+                let (y0, x0) = if fits && (m.h, m.w) == (px.h, px.w) {
+                    // Caffe: the mean is indexed at the crop offset.
+                    (aug.h_off, aug.w_off)
+                } else if fits && k > 0 && k <= m.h && k <= m.w {
+                    // Variable-size records: the mean's central crop window.
+                    ((m.h - k) / 2, (m.w - k) / 2)
+                } else {
                     return Err(format!(
-                        "mean image is {}x{}x{} but the image is {c}x{}x{}",
+                        "mean image is {}x{}x{} but the image is {c}x{}x{} (a mean of another size needs a crop_size no larger than the mean)",
                         m.c, m.h, m.w, px.h, px.w
                     ));
-                }
-                run(px, aug, oh, ow, out, MeanRef::File(&m.data), scale);
+                };
+                let mean = MeanRef::File { data: &m.data, h: m.h, w: m.w, y0, x0 };
+                run(px, aug, oh, ow, out, mean, scale);
             }
             Mean::Values(v) => {
                 if v.len() != 1 && v.len() != c {
@@ -256,8 +271,9 @@ impl Transformer {
 /// The mean in the form the row loop needs.
 #[derive(Clone, Copy)]
 enum MeanRef<'a> {
-    /// A full `c x h x w` mean image.
-    File(&'a [f32]),
+    /// A `c x h x w` mean image; output pixel `(y, x)` (before mirroring) subtracts the mean at
+    /// `(y0 + y, x0 + x)`.
+    File { data: &'a [f32], h: usize, w: usize, y0: usize, x0: usize },
     /// One value per channel, or one for all.
     Values(&'a [f32]),
 }
@@ -276,7 +292,7 @@ fn run(
     if let Src::HwcRgb { data, sc: 3 } = px.src
         && px.c == 3
     {
-        return run_rgb_to_bgr(data, px.h, px.w, aug, oh, ow, out, mean, scale);
+        return run_rgb_to_bgr(data, px.w, aug, oh, ow, out, mean, scale);
     }
     let (h, w) = (px.h, px.w);
     for ch in 0..px.c {
@@ -284,7 +300,9 @@ fn run(
             let sy = aug.h_off + y;
             let row = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
             let (mrow, mv) = match mean {
-                MeanRef::File(m) => (Some(&m[(ch * h + sy) * w + aug.w_off..][..ow]), 0.0),
+                MeanRef::File { data: m, h: mh, w: mw, y0, x0 } => {
+                    (Some(&m[(ch * mh + y0 + y) * mw + x0..][..ow]), 0.0)
+                }
                 MeanRef::Values(v) => (None, if v.len() == 1 { v[0] } else { v[ch] }),
             };
             match px.src {
@@ -322,7 +340,6 @@ fn run(
 #[allow(clippy::too_many_arguments)]
 fn run_rgb_to_bgr(
     data: &[u8],
-    h: usize,
     w: usize,
     aug: Augment,
     oh: usize,
@@ -342,8 +359,8 @@ fn run_rgb_to_bgr(
         // Output x reads source column `x` or, mirrored, `ow - 1 - x`.
         let col = |x: usize| if aug.mirror { ow - 1 - x } else { x };
         match mean {
-            MeanRef::File(m) => {
-                let row = |ch: usize| &m[(ch * h + sy) * w + aug.w_off..][..ow];
+            MeanRef::File { data: m, h: mh, w: mw, y0, x0 } => {
+                let row = |ch: usize| &m[(ch * mh + y0 + y) * mw + x0..][..ow];
                 let (mb, mg, mr) = (row(0), row(1), row(2));
                 for x in 0..ow {
                     let c = col(x);

@@ -4,8 +4,10 @@
 //! numbered from 0, the ImageNet train layout) or a list file of `relative/path label` lines.
 //! Images are decoded in parallel (rayon) and written in list order, so the output does not depend
 //! on the thread count. Raw records hold BGR (or gray) CHW bytes, as Caffe stores them; encoded
-//! records keep the file's bytes unless a resize is asked for, in which case the resized image is
-//! re-encoded (JPEG quality 95 for JPEG sources, PNG otherwise).
+//! records keep the file's bytes unless the image's size changes (or `gray` asks for one
+//! channel), in which case the resized image is re-encoded (JPEG quality 95 for JPEG sources, PNG
+//! otherwise). Every image is decoded in full once, so an undecodable or truncated file (a JPEG
+//! whose last scan has no end-of-image marker) is caught here, not at training time.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -84,7 +86,7 @@ pub struct ImageReport {
     pub skipped: Vec<Error>,
 }
 
-fn is_image(p: &Path) -> bool {
+pub(crate) fn is_image(p: &Path) -> bool {
     let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png"))
 }
@@ -165,23 +167,45 @@ pub fn target_size(resize: Resize, w: u32, h: u32) -> (u32, u32) {
     }
 }
 
-/// Prepares one record: (shape, payload).
+/// Checks that a JPEG is complete: an end-of-image marker (`FF D9`) follows the start of its last
+/// scan (`FF DA`). Neither pair can occur inside entropy-coded data (a data `FF` is stuffed as
+/// `FF 00`), so a file cut anywhere after its headers fails. Decoders in lenient mode fill a
+/// truncated scan with grey instead of failing, which is why the converters check this.
+///
+/// ```
+/// use sparknet_data::convert::images::jpeg_is_complete;
+/// assert!(jpeg_is_complete(&[0xff, 0xd8, 0xff, 0xda, 0, 3, 1, 2, 3, 0xff, 0xd9]));
+/// assert!(!jpeg_is_complete(&[0xff, 0xd8, 0xff, 0xda, 0, 3, 1, 2, 3]));
+/// ```
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|m| m == [0xff, 0xda]);
+    match last_sos {
+        Some(at) => bytes[at..].windows(2).any(|m| m == [0xff, 0xd9]),
+        None => false,
+    }
+}
+
+/// Prepares one record: (shape, payload). `Err` says why the image cannot be used.
 pub fn prepare(
     bytes: Vec<u8>,
     opts: &ImageOptions,
 ) -> std::result::Result<([u32; 3], Vec<u8>), String> {
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
     let fmt = image::guess_format(&bytes).map_err(|e| format!("unknown image format: {e}"))?;
+    if fmt == image::ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
+        return Err("truncated JPEG: no end-of-image marker after the last scan".into());
+    }
     let img = image::load_from_memory_with_format(&bytes, fmt)
         .map_err(|e| format!("cannot decode: {e}"))?;
     let (w, h) = target_size(opts.resize, img.width(), img.height());
-    let img = if (w, h) != (img.width(), img.height()) {
-        img.resize_exact(w, h, FilterType::Triangle)
-    } else {
-        img
-    };
+    let resized = (w, h) != (img.width(), img.height());
+    let img = if resized { img.resize_exact(w, h, FilterType::Triangle) } else { img };
     let c: u32 = if opts.gray || (opts.encoded && !img.color().has_color()) { 1 } else { 3 };
     if opts.encoded {
-        if opts.resize == Resize::None && !opts.gray {
+        if !resized && !opts.gray {
+            // The size is already right: keep the file's bytes (no re-encoding loss).
             return Ok(([c, h, w], bytes));
         }
         let mut out = Vec::new();
@@ -209,11 +233,13 @@ pub fn prepare(
     Ok(([3, h, w], chw))
 }
 
-/// Converts `items` into a dataset at `out`.
+/// Converts `items` into a dataset at `out`, committed atomically (see [`DatasetWriter`]): on an
+/// error nothing new is published and a dataset already at `out` stays as it was.
 ///
 /// # Errors
-/// [`Error::BadRecord`] naming the image file and its position in the list for an unreadable or
-/// undecodable image (unless `skip_corrupt`); writer errors.
+/// [`Error::BadImage`] naming the image file and its class (`classes[label]`, or the label when
+/// the list is shorter) for an unreadable, truncated or undecodable image (unless
+/// `skip_corrupt`); writer errors.
 pub fn convert_images(
     mut items: Vec<ImageItem>,
     classes: Vec<String>,
@@ -228,30 +254,40 @@ pub fn convert_images(
             items.swap(i, j);
         }
     }
+    let class_of =
+        |label: u32| classes.get(label as usize).cloned().unwrap_or_else(|| label.to_string());
     let (encoding, channel_order) = match (opts.encoded, opts.gray) {
         (true, false) => (Encoding::Encoded, ChannelOrder::Bgr),
         (true, true) => (Encoding::Encoded, ChannelOrder::Gray),
         (false, false) => (Encoding::RawU8, ChannelOrder::Bgr),
         (false, true) => (Encoding::RawU8, ChannelOrder::Gray),
     };
-    let config = DatasetConfig { encoding, channel_order, classes, shard_size: opts.shard_size };
+    let config = DatasetConfig {
+        encoding,
+        channel_order,
+        classes: classes.clone(),
+        shard_size: opts.shard_size,
+    };
     let mut w = DatasetWriter::create(out, config)?;
     let mut skipped = Vec::new();
     let chunk = 64 * rayon::current_num_threads();
-    for (k, part) in items.chunks(chunk).enumerate() {
+    for part in items.chunks(chunk) {
         let done: Vec<_> = part
             .par_iter()
             .map(|it| {
-                let bytes = std::fs::read(&it.path).map_err(|e| e.to_string())?;
+                let bytes = std::fs::read(&it.path).map_err(|e| format!("cannot read: {e}"))?;
                 prepare(bytes, opts)
             })
             .collect();
-        for (j, (it, r)) in part.iter().zip(done).enumerate() {
+        for (it, r) in part.iter().zip(done) {
             match r {
                 Ok((shape, payload)) => w.append(it.label, shape, &payload)?,
                 Err(reason) => {
-                    let e =
-                        Error::BadRecord { path: it.path.clone(), record: k * chunk + j, reason };
+                    let e = Error::BadImage {
+                        path: it.path.clone(),
+                        class: class_of(it.label),
+                        reason,
+                    };
                     if !opts.skip_corrupt {
                         return Err(e);
                     }

@@ -1,9 +1,11 @@
 //! Converters from public dataset formats into sparknet-data datasets.
 
 pub mod cifar;
+pub mod imagenet;
 pub mod images;
 pub mod mnist;
 pub mod synthetic;
+pub mod synthetic_imagenet;
 
 use std::io::Read;
 use std::path::Path;

@@ -195,10 +195,10 @@ fn list_file_shuffle_shorter_side_and_corrupt_images() {
     let e = images::convert_images(items.clone(), classes.clone(), out.path(), &opts, &noop)
         .unwrap_err();
     match e {
-        Error::BadRecord { path, record, .. } => {
-            assert_eq!((path, record), (root.path().join("b/broken.jpg"), 3))
+        Error::BadImage { path, class, .. } => {
+            assert_eq!((path, class.as_str()), (root.path().join("b/broken.jpg"), "2"))
         }
-        e => panic!("expected BadRecord, got {e}"),
+        e => panic!("expected BadImage, got {e}"),
     }
     assert!(Dataset::open(out.path()).is_err(), "nothing committed after a failure");
     let opts = ImageOptions { skip_corrupt: true, shuffle: Some(5), ..opts };

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod converters;
 mod corruption;
+mod imagenet;
 mod loader;
 mod mean;
 mod properties;

@@ -241,3 +241,48 @@ fn decoded_rgb_images_match_the_same_pixels_stored_as_bgr_planes() {
         }
     }
 }
+
+#[test]
+fn a_mean_file_of_another_size_subtracts_its_central_crop_window() {
+    // Mean 1x3x4 with value 100*y + x; the record is 4x5 (the ramp). Crop 2: the mean's central
+    // window starts at ((3 - 2) / 2, (4 - 2) / 2) = (0, 1) whatever the crop offset.
+    let mean = MeanImage {
+        c: 1,
+        h: 3,
+        w: 4,
+        data: (0..3).flat_map(|y| (0..4).map(move |x| (100 * y + x) as f32)).collect(),
+    };
+    let p = TransformParams {
+        crop_size: 2,
+        mirror: true,
+        mean: Mean::File(mean),
+        ..Default::default()
+    };
+    let t = Transformer::new(p.clone(), Phase::Train).unwrap();
+    let data = ramp();
+    let r = rec(&data, [1, 4, 5]);
+    let got = run(&t, &r, Augment { h_off: 2, w_off: 3, mirror: false });
+    // Image rows 2..4, cols 3..5: [23 24], [33 34]; mean window rows 0..2, cols 1..3: [1 2], [101 102].
+    assert_eq!(got, vec![22.0, 22.0, -68.0, -68.0]);
+    // Mirrored: the mean follows the source pixel, as in Caffe.
+    let got = run(&t, &r, Augment { h_off: 2, w_off: 3, mirror: true });
+    assert_eq!(got, vec![22.0, 22.0, -68.0, -68.0]);
+    let got = run(&t, &r, Augment { h_off: 0, w_off: 0, mirror: true });
+    // Image [0 1], [10 11] minus [1 2], [101 102] = [-1 -1], [-91 -91], reversed per row.
+    assert_eq!(got, vec![-1.0, -1.0, -91.0, -91.0]);
+    // A record of the mean's own size keeps Caffe's rule (mean at the crop offset).
+    let small: Vec<u8> = (0..12).map(|v| v as u8 + 200).collect();
+    let r = rec(&small, [1, 3, 4]);
+    let got = run(&t, &r, Augment { h_off: 1, w_off: 2, mirror: false });
+    // Image rows 1..3, cols 2..4: [206 207], [210 211]; mean [102 103], [202 203].
+    assert_eq!(got, vec![104.0, 104.0, 8.0, 8.0]);
+    // A crop larger than the mean cannot use it.
+    let big = TransformParams { crop_size: 4, ..p };
+    let t = Transformer::new(big, Phase::Train).unwrap();
+    let mut d = Decoder::new();
+    let r = rec(&data, [1, 4, 5]);
+    let px = d.pixels(&r, ColorMode::Native).unwrap();
+    let mut out = vec![0.0; 16];
+    let e = t.apply(&px, Augment { h_off: 0, w_off: 0, mirror: false }, &mut out).unwrap_err();
+    assert!(e.contains("mean image is 1x3x4"), "{e}");
+}

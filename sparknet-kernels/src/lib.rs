@@ -89,25 +89,39 @@
 //! way (`simd.rs`). Results do not depend on which copy runs.
 
 mod blas;
+mod channel;
 mod conv;
+mod eltwise;
 mod error;
+mod geometry;
 mod im2col;
 mod lrn;
 mod pool;
 mod pool_stochastic;
 mod relu;
+mod softmax;
 mod winograd;
 #[macro_use]
 mod simd;
 
 pub use blas::{gemv, sgemm, sum, transpose};
+pub use channel::{
+    ChannelAffine, ChannelShape, batch_norm_backward_train, batch_norm_forward_train,
+    batch_norm_global_stats, batch_norm_update_stats, channel_affine, channel_scale_backward,
+};
 pub use conv::{
-    Activation, ConvGeometry, Epilogue, Workspace, conv2d_backward_data, conv2d_backward_params,
-    conv2d_forward, conv2d_forward_with,
+    Activation, Epilogue, Workspace, conv2d_backward_data, conv2d_backward_params, conv2d_forward,
+    conv2d_forward_with,
+};
+pub use eltwise::{
+    concat_backward, concat_forward, eltwise_max, eltwise_max_backward, eltwise_prod,
+    eltwise_prod_backward, eltwise_sum, scaled_copy,
 };
 pub use error::{KernelError, Result};
+pub use geometry::ConvGeometry;
 pub use lrn::{
-    LrnParams, lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward,
+    LrnGeometry, LrnParams, lrn_across_backward, lrn_across_forward, lrn_within_backward,
+    lrn_within_forward,
 };
 pub use pool::{PoolGeometry, PoolMethod, pool2d_backward, pool2d_forward};
 pub use pool_stochastic::{
@@ -115,6 +129,9 @@ pub use pool_stochastic::{
     stochastic_pool_forward_train,
 };
 pub use relu::{relu_backward, relu_forward};
+pub use softmax::{
+    SoftmaxShape, softmax_backward, softmax_forward, softmax_loss_backward, softmax_loss_forward,
+};
 pub use winograd::{
     conv2d_forward_winograd, winograd_applicable, winograd_weights, winograd_weights_len,
 };

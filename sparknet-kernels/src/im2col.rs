@@ -4,7 +4,7 @@
 //! row `(c * kernel_h + ki) * kernel_w + kj` holds input channel `c` sampled at kernel tap
 //! `(ki, kj)` for every output position (zero where the tap falls into the padding).
 
-use crate::conv::ConvGeometry;
+use crate::geometry::ConvGeometry;
 use rayon::prelude::*;
 
 /// For kernel tap offset `off` (`k * dilation - pad`), the output range `[lo, hi)` whose taps

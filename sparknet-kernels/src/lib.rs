@@ -50,6 +50,10 @@
 //! | [`stochastic_pool_backward_train`] / [`stochastic_pool_backward_test`] | overwrite `grad_input` |
 //! | [`lrn_across_forward`] / [`lrn_across_backward`] | overwrite `output` + `scale` / `grad_input` |
 //! | [`lrn_within_forward`] / [`lrn_within_backward`] | overwrite `output` / `grad_input` |
+//! | [`batch_norm_forward_train`] / [`batch_norm_backward_train`] / [`channel_affine`] | overwrite `y` (+ statistics) / `dx` (may start uninitialised) |
+//! | [`channel_scale_backward`] | overwrites `dx`, `dscale`, `dbias` (not accumulated: the net accumulates) |
+//! | [`eltwise_sum`] / [`eltwise_prod`] / [`eltwise_max`] and their backward, [`scaled_copy`], [`concat_forward`] / [`concat_backward`] | overwrite their outputs (may start uninitialised) |
+//! | [`softmax_forward`] / [`softmax_backward`] / [`softmax_loss_backward`] | overwrite `y` / `dx` (may start uninitialised) |
 //!
 //! Deconvolution uses the same [`ConvGeometry`] with roles swapped: the geometry describes the
 //! convolution whose *input* is the deconvolution's top. For a Deconvolution with bottom
@@ -76,7 +80,10 @@
 //! (per-thread partial weight gradients are summed at the end); a single sample is split itself:
 //! im2col over input channels, then the forward product in cache-sized tiles of the output
 //! (bias and activation included), Winograd's transforms over channels and its 36 GEMMs over
-//! positions. Pooling and LRN run in parallel over the `N x C` planes, [`gemv`] over rows. A
+//! positions. Pooling and LRN run in parallel over the `N x C` planes, [`gemv`] over rows,
+//! BatchNorm's and Scale's reductions one channel per task (statistics, then that channel's
+//! outputs while it is in cache), the elementwise kernels over fixed-size chunks, Softmax over
+//! its outer blocks. A
 //! [`Workspace`] grows to the largest size a call needs and is reused, so a warm layer's column
 //! buffers and partial gradients are never reallocated (inside each GEMM call the `gemm` crate
 //! may still allocate its own packing buffer). Pooling and ACROSS_CHANNELS LRN need no scratch;
@@ -89,25 +96,39 @@
 //! way (`simd.rs`). Results do not depend on which copy runs.
 
 mod blas;
+mod channel;
 mod conv;
+mod eltwise;
 mod error;
+mod geometry;
 mod im2col;
 mod lrn;
 mod pool;
 mod pool_stochastic;
 mod relu;
+mod softmax;
 mod winograd;
 #[macro_use]
 mod simd;
 
 pub use blas::{gemv, sgemm, sum, transpose};
+pub use channel::{
+    ChannelAffine, ChannelShape, batch_norm_backward_train, batch_norm_forward_train,
+    batch_norm_global_stats, batch_norm_update_stats, channel_affine, channel_scale_backward,
+};
 pub use conv::{
-    Activation, ConvGeometry, Epilogue, Workspace, conv2d_backward_data, conv2d_backward_params,
-    conv2d_forward, conv2d_forward_with,
+    Activation, Epilogue, Workspace, conv2d_backward_data, conv2d_backward_params, conv2d_forward,
+    conv2d_forward_with,
+};
+pub use eltwise::{
+    concat_backward, concat_forward, eltwise_max, eltwise_max_backward, eltwise_prod,
+    eltwise_prod_backward, eltwise_sum, scaled_copy,
 };
 pub use error::{KernelError, Result};
+pub use geometry::ConvGeometry;
 pub use lrn::{
-    LrnParams, lrn_across_backward, lrn_across_forward, lrn_within_backward, lrn_within_forward,
+    LrnGeometry, LrnParams, lrn_across_backward, lrn_across_forward, lrn_within_backward,
+    lrn_within_forward,
 };
 pub use pool::{PoolGeometry, PoolMethod, pool2d_backward, pool2d_forward};
 pub use pool_stochastic::{
@@ -115,6 +136,9 @@ pub use pool_stochastic::{
     stochastic_pool_forward_train,
 };
 pub use relu::{relu_backward, relu_forward};
+pub use softmax::{
+    SoftmaxShape, softmax_backward, softmax_forward, softmax_loss_backward, softmax_loss_forward,
+};
 pub use winograd::{
     conv2d_forward_winograd, winograd_applicable, winograd_weights, winograd_weights_len,
 };

@@ -29,18 +29,42 @@ fn pow_neg(s: f32, beta: f32) -> f32 {
     }
 }
 
-fn check(
+/// The blob an LRN runs over: `batch x channels x height x width`, NCHW, contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LrnGeometry {
+    /// Samples.
+    pub batch: usize,
+    /// Channels per sample.
+    pub channels: usize,
+    /// Plane height.
+    pub height: usize,
+    /// Plane width.
+    pub width: usize,
+}
+
+impl LrnGeometry {
+    /// The geometry of an `[n, c, h, w]` blob.
+    pub fn new(batch: usize, channels: usize, height: usize, width: usize) -> Self {
+        Self { batch, channels, height, width }
+    }
+}
+
+/// The prologue every LRN kernel shares: checks `local_size` is odd and every slice of `lens`
+/// holds the whole blob; returns the plane size `h * w`, or `None` when the blob is empty
+/// (nothing to compute).
+fn prologue(
     kernel: &'static str,
     p: &LrnParams,
-    dims: [usize; 4],
+    g: &LrnGeometry,
     lens: &[(&'static str, usize)],
-) -> Result<()> {
+) -> Result<Option<usize>> {
     if p.local_size == 0 || p.local_size.is_multiple_of(2) {
         return Err(geometry(
             kernel,
             format!("local_size {} must be odd (as Caffe requires)", p.local_size),
         ));
     }
+    let dims = [g.batch, g.channels, g.height, g.width];
     let total = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -48,31 +72,24 @@ fn check(
     for &(what, len) in lens {
         check_len(kernel, what, total, len)?;
     }
-    Ok(())
+    Ok((total > 0).then_some(g.height * g.width))
 }
 
 /// ACROSS_CHANNELS forward: `scale = k + alpha/local_size * sum of x^2 over the local_size
 /// channels centred on c` (clipped to the real channels), `output = input * scale^-beta`.
 ///
 /// All slices are `n x c x h x w`. **Overwrites** `output` and `scale` (kept for the backward).
-#[allow(clippy::too_many_arguments)] // the agreed signature
 pub fn lrn_across_forward(
     p: &LrnParams,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    g: &LrnGeometry,
     input: &[f32],
     output: &mut [f32],
     scale: &mut [f32],
 ) -> Result<()> {
     const K: &str = "lrn_across_forward";
     let lens = [("input", input.len()), ("output", output.len()), ("scale", scale.len())];
-    check(K, p, [n, c, h, w], &lens)?;
-    let hw = h * w;
-    if hw == 0 || c == 0 {
-        return Ok(());
-    }
+    let Some(hw) = prologue(K, p, g, &lens)? else { return Ok(()) };
+    let c = g.channels;
     let half = (p.local_size - 1) / 2;
     let coeff = p.alpha / p.local_size as f32;
     output.par_chunks_mut(hw).zip(scale.par_chunks_mut(hw)).enumerate().for_each(|(i, (y, s))| {
@@ -98,13 +115,9 @@ pub fn lrn_across_forward(
 /// sum over the channels c' whose window holds c of grad_output[c'] * output[c'] / scale[c']`.
 ///
 /// `output` and `scale` come from [`lrn_across_forward`]. **Overwrites** `grad_input`.
-#[allow(clippy::too_many_arguments)] // the agreed signature
 pub fn lrn_across_backward(
     p: &LrnParams,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    g: &LrnGeometry,
     input: &[f32],
     output: &[f32],
     scale: &[f32],
@@ -119,11 +132,8 @@ pub fn lrn_across_backward(
         ("grad_output", grad_output.len()),
         ("grad_input", grad_input.len()),
     ];
-    check(K, p, [n, c, h, w], &lens)?;
-    let hw = h * w;
-    if hw == 0 || c == 0 {
-        return Ok(());
-    }
+    let Some(hw) = prologue(K, p, g, &lens)? else { return Ok(()) };
+    let c = g.channels;
     let half = (p.local_size - 1) / 2;
     let ratio = 2.0 * p.alpha * p.beta / p.local_size as f32;
     grad_input.par_chunks_mut(hw).enumerate().for_each(|(i, gx)| {
@@ -174,22 +184,16 @@ thread_local! {
 /// this from AVE pooling and a power layer with shift 1, so `k` is not used.
 ///
 /// **Overwrites** `output`.
-#[allow(clippy::too_many_arguments)] // the agreed signature
 pub fn lrn_within_forward(
     p: &LrnParams,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    g: &LrnGeometry,
     input: &[f32],
     output: &mut [f32],
 ) -> Result<()> {
     const K: &str = "lrn_within_forward";
-    check(K, p, [n, c, h, w], &[("input", input.len()), ("output", output.len())])?;
-    let hw = h * w;
-    if hw == 0 {
-        return Ok(());
-    }
+    let lens = [("input", input.len()), ("output", output.len())];
+    let Some(hw) = prologue(K, p, g, &lens)? else { return Ok(()) };
+    let (h, w) = (g.height, g.width);
     let coeff = p.alpha / (p.local_size as f32 * p.local_size as f32);
     output.par_chunks_mut(hw).zip(input.par_chunks(hw)).for_each(|(y, x)| {
         box_sum(x, h, w, p.local_size, y, |v| v * v);
@@ -202,13 +206,9 @@ pub fn lrn_within_forward(
 
 /// WITHIN_CHANNEL backward of [`lrn_within_forward`] (recomputes the scale).
 /// **Overwrites** `grad_input`.
-#[allow(clippy::too_many_arguments)] // the agreed signature
 pub fn lrn_within_backward(
     p: &LrnParams,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    g: &LrnGeometry,
     input: &[f32],
     grad_output: &[f32],
     grad_input: &mut [f32],
@@ -219,11 +219,8 @@ pub fn lrn_within_backward(
         ("grad_output", grad_output.len()),
         ("grad_input", grad_input.len()),
     ];
-    check(K, p, [n, c, h, w], &lens)?;
-    let hw = h * w;
-    if hw == 0 {
-        return Ok(());
-    }
+    let Some(hw) = prologue(K, p, g, &lens)? else { return Ok(()) };
+    let (h, w) = (g.height, g.width);
     let coeff = p.alpha / (p.local_size as f32 * p.local_size as f32);
     let ratio = 2.0 * p.beta * coeff;
     let planes =

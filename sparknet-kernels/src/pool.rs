@@ -2,6 +2,7 @@
 //! parallel over the `N x C` planes.
 
 use crate::error::{KernelError, Result, check_len, geometry};
+use crate::geometry::{check_positive, check_sizes, fits};
 use crate::simd::multiversion;
 use rayon::prelude::*;
 
@@ -123,9 +124,7 @@ impl PoolGeometry {
             ("stride_h", self.stride_h),
             ("stride_w", self.stride_w),
         ];
-        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
-            return Err(geometry(K, format!("{name} is 0 in {self:?}")));
-        }
+        check_positive(K, &fields, self)?;
         let big = usize::MAX / 8;
         let dims = [
             self.channels,
@@ -136,11 +135,8 @@ impl PoolGeometry {
             self.kernel_h,
             self.kernel_w,
         ];
-        if dims.iter().chain([&self.stride_h, &self.stride_w]).any(|&v| v > big)
-            || self.input_len() > isize::MAX as usize / 4
-        {
-            return Err(geometry(K, format!("sizes overflow usize in {self:?}")));
-        }
+        let small = dims.iter().chain([&self.stride_h, &self.stride_w]).all(|&v| v <= big);
+        check_sizes(K, small && fits(self.input_len()), self)?;
         let axes = [
             ("height", self.in_h, self.pad_h, self.kernel_h, self.stride_h, self.out_h()),
             ("width", self.in_w, self.pad_w, self.kernel_w, self.stride_w, self.out_w()),

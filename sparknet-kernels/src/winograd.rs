@@ -21,8 +21,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::blas::{MatRef, gemm_into};
-use crate::conv::{ConvGeometry, Epilogue, Workspace, apply_activation, plan};
+use crate::conv::{Epilogue, Workspace, apply_activation, plan};
 use crate::error::{Result, check_len, geometry};
+use crate::geometry::ConvGeometry;
 use crate::simd::multiversion;
 
 /// Tiles transformed together.

@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use sparknet_kernels::{
-    KernelError, LrnParams, lrn_across_backward, lrn_across_forward, lrn_within_backward,
-    lrn_within_forward,
+    KernelError, LrnGeometry, LrnParams, lrn_across_backward, lrn_across_forward,
+    lrn_within_backward, lrn_within_forward,
 };
 
 /// Direct ACROSS_CHANNELS: `y = x * (k + alpha/size * sum_{|c'-c| <= size/2} x[c']^2)^-beta`.
@@ -75,7 +75,7 @@ fn across_forward_matches_direct_formula() {
         let x = uniform(&mut rng(ci as u64), dims.iter().product());
         let (mut y, mut s) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
         let [n, c, h, w] = dims;
-        lrn_across_forward(&p, n, c, h, w, &x, &mut y, &mut s).unwrap();
+        lrn_across_forward(&p, &LrnGeometry::new(n, c, h, w), &x, &mut y, &mut s).unwrap();
         let (y_ref, s_ref) = across_ref(&p, dims, &x);
         assert_close(&format!("case {ci} output"), &y, &y_ref, 1e-5);
         assert_close(&format!("case {ci} scale"), &s, &s_ref, 1e-5);
@@ -88,7 +88,7 @@ fn within_forward_matches_direct_formula() {
         let x = uniform(&mut rng(10 + ci as u64), dims.iter().product());
         let mut y = vec![f32::NAN; x.len()];
         let [n, c, h, w] = dims;
-        lrn_within_forward(&p, n, c, h, w, &x, &mut y).unwrap();
+        lrn_within_forward(&p, &LrnGeometry::new(n, c, h, w), &x, &mut y).unwrap();
         assert_close(&format!("case {ci} output"), &y, &within_ref(&p, dims, &x), 1e-5);
     }
 }
@@ -105,20 +105,20 @@ fn backward_matches_finite_differences() {
         let probes = probe_indices(x.len(), 200, ci as u64);
 
         let (mut y, mut s) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-        lrn_across_forward(&p, n, c, h, w, &x, &mut y, &mut s).unwrap();
+        lrn_across_forward(&p, &LrnGeometry::new(n, c, h, w), &x, &mut y, &mut s).unwrap();
         let mut gx = vec![f32::NAN; x.len()];
-        lrn_across_backward(&p, n, c, h, w, &x, &y, &s, &top, &mut gx).unwrap();
+        lrn_across_backward(&p, &LrnGeometry::new(n, c, h, w), &x, &y, &s, &top, &mut gx).unwrap();
         CHECK.check(&format!("case {ci} across"), (&x, &gx), &top, &probes, |xp| {
             let (mut y, mut s) = (vec![0.0; xp.len()], vec![0.0; xp.len()]);
-            lrn_across_forward(&p, n, c, h, w, xp, &mut y, &mut s).unwrap();
+            lrn_across_forward(&p, &LrnGeometry::new(n, c, h, w), xp, &mut y, &mut s).unwrap();
             y
         });
 
         let mut gx = vec![f32::NAN; x.len()];
-        lrn_within_backward(&p, n, c, h, w, &x, &top, &mut gx).unwrap();
+        lrn_within_backward(&p, &LrnGeometry::new(n, c, h, w), &x, &top, &mut gx).unwrap();
         CHECK.check(&format!("case {ci} within"), (&x, &gx), &top, &probes, |xp| {
             let mut y = vec![0.0; xp.len()];
-            lrn_within_forward(&p, n, c, h, w, xp, &mut y).unwrap();
+            lrn_within_forward(&p, &LrnGeometry::new(n, c, h, w), xp, &mut y).unwrap();
             y
         });
     }
@@ -129,16 +129,20 @@ fn bad_input_is_an_error() {
     let p = LrnParams { local_size: 4, alpha: 1e-4, beta: 0.75, k: 1.0 };
     let x = vec![0.0; 24];
     let (mut y, mut s) = (vec![0.0; 24], vec![0.0; 24]);
-    let err = lrn_across_forward(&p, 1, 2, 3, 4, &x, &mut y, &mut s).unwrap_err();
+    let err =
+        lrn_across_forward(&p, &LrnGeometry::new(1, 2, 3, 4), &x, &mut y, &mut s).unwrap_err();
     assert!(err.to_string().contains("odd"), "{err}");
     let p = LrnParams { local_size: 5, ..p };
-    let err = lrn_across_forward(&p, 1, 2, 3, 5, &x, &mut y, &mut s).unwrap_err();
+    let err =
+        lrn_across_forward(&p, &LrnGeometry::new(1, 2, 3, 5), &x, &mut y, &mut s).unwrap_err();
     assert!(
         matches!(err, KernelError::Length { kernel: "lrn_across_forward", what: "input", .. }),
         "{err}"
     );
-    let err = lrn_within_backward(&p, 1, 2, 3, 4, &x, &x[1..], &mut y).unwrap_err();
+    let err =
+        lrn_within_backward(&p, &LrnGeometry::new(1, 2, 3, 4), &x, &x[1..], &mut y).unwrap_err();
     assert!(err.to_string().contains("grad_output"), "{err}");
-    let err = lrn_across_backward(&p, 1, 2, 3, 4, &x, &x, &x[2..], &x, &mut y).unwrap_err();
+    let err = lrn_across_backward(&p, &LrnGeometry::new(1, 2, 3, 4), &x, &x, &x[2..], &x, &mut y)
+        .unwrap_err();
     assert!(err.to_string().contains("scale"), "{err}");
 }

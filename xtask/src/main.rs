@@ -4,6 +4,7 @@
 //! - `cargo xtask mpi-test`: only the multi-rank MPI checks (see [`mod@mpi`]).
 
 mod mpi;
+mod peers;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ usage: cargo xtask <command>
 commands:
   test       fmt --check, clippy -D warnings, rustdoc -D warnings, MPI multi-rank checks, cargo test
   mpi-test   build the MPI examples and run each under mpirun -n 2 and -n 4
+  bench-peers  sparknet beside PyTorch/OpenCV (../shared/peers), interleaved, as ratios
 ";
 
 fn main() -> Result<()> {
@@ -24,6 +26,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("mpi-test") => mpi::run_standalone(),
+        Some("bench-peers") => peers::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())

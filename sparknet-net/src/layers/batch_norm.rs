@@ -5,8 +5,15 @@
 //! the blobs exactly as Caffe does: `factor = factor * maf + 1`, `mean_sum = mean + maf *
 //! mean_sum`, `var_sum = m/(m-1) * var + maf * var_sum` (`maf` = `moving_average_fraction`,
 //! `m` = values per channel), handed to the net through [`Layer::take_param_updates`].
+//!
+//! On the CPU the layer runs `sparknet_kernels`' BatchNorm kernels on the rayon pool (one
+//! channel per task: statistics, then the normalised output while the channel is in cache);
+//! other devices use candle's ops.
 
 use candle::Tensor;
+use sparknet_kernels::{ChannelAffine, ChannelShape};
+
+use crate::cpu::{HostView, from_host, kernel_err, new_host, with_host};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, host_vec, want};
 use crate::proto::{LayerParameter, Phase};
@@ -23,6 +30,23 @@ pub struct BatchNorm {
     /// 1 / sqrt(var + eps) of the last forward, shaped for broadcasting, and whether the
     /// statistics were the batch's.
     inv_std: Option<(Tensor, bool)>,
+    /// CPU path: per-channel mean, variance and 1 / sqrt(var + eps) of the last forward (kept
+    /// across passes, so a warm layer allocates none of them), and whether the statistics were
+    /// the batch's.
+    host: HostStats,
+}
+
+#[derive(Default)]
+struct HostStats {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    inv_std: Vec<f32>,
+    batch: Option<bool>,
+}
+
+/// The `outer x channels x inner` view of a BatchNorm bottom (channel axis 1).
+fn channel_shape(dims: &[usize]) -> ChannelShape {
+    ChannelShape { outer: dims[0], channels: dims[1], inner: dims[2..].iter().product() }
 }
 
 /// Builds a BatchNorm layer.
@@ -38,6 +62,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         maf: q.moving_average_fraction(),
         updates: None,
         inv_std: None,
+        host: HostStats::default(),
     }))
 }
 
@@ -84,6 +109,9 @@ impl Layer for BatchNorm {
         bottoms: &[&Tensor],
         params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
+        if ctx.device.is_cpu() {
+            return self.forward_host(ctx, bottoms[0], params);
+        }
         let x = bottoms[0];
         let dims = x.dims();
         let c = dims[1];
@@ -123,6 +151,9 @@ impl Layer for BatchNorm {
         self.updates.take()
     }
     fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        if a.ctx.device.is_cpu() {
+            return self.backward_host(a);
+        }
         let Some((inv_std, batch)) = self.inv_std.clone() else {
             return Err(Error::out_of_order(&self.name, "backward before forward"));
         };
@@ -144,6 +175,111 @@ impl Layer for BatchNorm {
             let m1 = per_channel_mean(dy)?;
             let m2 = per_channel_mean(&(dy * y)?)?;
             Ok(dy.broadcast_sub(&m1)?.sub(&y.broadcast_mul(&m2)?)?.broadcast_mul(&inv_std)?)
+        })?;
+        Ok(Grads { bottoms: vec![g], params: vec![None, None, None] })
+    }
+}
+
+impl BatchNorm {
+    /// The CPU forward through `sparknet_kernels` (same semantics as the candle path).
+    fn forward_host(
+        &mut self,
+        ctx: &ForwardCtx,
+        x: &Tensor,
+        params: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let s = channel_shape(x.dims());
+        let c = s.channels;
+        let global = self.use_global_stats.unwrap_or(ctx.phase == Phase::Test);
+        let h = &mut self.host;
+        h.mean.resize(c, 0.0);
+        h.var.resize(c, 0.0);
+        h.inv_std.resize(c, 0.0);
+        let err = |e| kernel_err(&self.name, e);
+        let xv = HostView::new(x)?;
+        let xs = xv.slice()?;
+        let y = if global {
+            let factor = host_vec(&params[2])?[0];
+            with_host(&params[0], |m| {
+                with_host(&params[1], |v| {
+                    sparknet_kernels::batch_norm_global_stats(
+                        m,
+                        v,
+                        factor,
+                        self.eps,
+                        &mut h.mean,
+                        &mut h.inv_std,
+                    )
+                    .map_err(err)
+                })
+            })?;
+            let op = ChannelAffine {
+                shift: Some(&h.mean),
+                scale: Some(&h.inv_std),
+                ..ChannelAffine::default()
+            };
+            new_host(x.dims(), &ctx.device, |y| {
+                sparknet_kernels::channel_affine(&s, &op, xs, y).map_err(err)
+            })?
+        } else {
+            let y = new_host(x.dims(), &ctx.device, |y| {
+                sparknet_kernels::batch_norm_forward_train(
+                    &s,
+                    xs,
+                    self.eps,
+                    y,
+                    &mut h.mean,
+                    &mut h.var,
+                    &mut h.inv_std,
+                )
+                .map_err(err)
+            })?;
+            if ctx.phase == Phase::Train && params.len() == 3 {
+                let (mut mean_sum, mut var_sum) = (host_vec(&params[0])?, host_vec(&params[1])?);
+                let mut factor = host_vec(&params[2])?[0];
+                sparknet_kernels::batch_norm_update_stats(
+                    &h.mean,
+                    &h.var,
+                    s.per_channel(),
+                    self.maf,
+                    (&mut mean_sum, &mut var_sum, &mut factor),
+                )
+                .map_err(err)?;
+                self.updates = Some(vec![
+                    from_host(mean_sum, &[c], &ctx.device)?,
+                    from_host(var_sum, &[c], &ctx.device)?,
+                    from_host(vec![factor], &[1], &ctx.device)?,
+                ]);
+            }
+            y
+        };
+        h.batch = Some(!global);
+        Ok(vec![y])
+    }
+
+    /// The CPU backward through `sparknet_kernels`.
+    fn backward_host(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let Some(batch) = self.host.batch else {
+            return Err(Error::NotFound(format!("layer '{}': backward before forward", self.name)));
+        };
+        let g = want(a.propagate_down[0], || {
+            let dy = &a.top_diffs[0];
+            let s = channel_shape(dy.dims());
+            let h = &self.host;
+            let err = |e| kernel_err(&self.name, e);
+            let dyv = HostView::new(dy)?;
+            let dys = dyv.slice()?;
+            new_host(dy.dims(), dy.device(), |dx| {
+                if batch {
+                    with_host(a.tops[0], |y| {
+                        sparknet_kernels::batch_norm_backward_train(&s, y, dys, &h.inv_std, dx)
+                            .map_err(err)
+                    })
+                } else {
+                    let op = ChannelAffine { scale: Some(&h.inv_std), ..ChannelAffine::default() };
+                    sparknet_kernels::channel_affine(&s, &op, dys, dx).map_err(err)
+                }
+            })
         })?;
         Ok(Grads { bottoms: vec![g], params: vec![None, None, None] })
     }

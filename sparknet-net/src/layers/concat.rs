@@ -1,6 +1,12 @@
-//! `Concat`: joins bottoms along `axis` (or the legacy `concat_dim`).
+//! `Concat`: joins bottoms along `axis` (or the legacy `concat_dim`). On the CPU the copies
+//! run on the rayon pool (`sparknet_kernels::concat_forward` / `concat_backward`); other
+//! devices use candle's `cat` and `narrow`.
+
+use std::mem::MaybeUninit;
 
 use candle::Tensor;
+
+use crate::cpu::{HostView, kernel_err};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::proto::LayerParameter;
@@ -52,21 +58,64 @@ impl Layer for Concat {
     }
     fn forward(
         &mut self,
-        _ctx: &ForwardCtx,
+        ctx: &ForwardCtx,
         bottoms: &[&Tensor],
         _params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
         let a = canonical_axis(&self.name, "axis", self.axis, bottoms[0].rank())?;
+        if ctx.device.is_cpu() {
+            let mut dims = bottoms[0].dims().to_vec();
+            dims[a] = bottoms.iter().map(|b| b.dims()[a]).sum();
+            let outer = dims[..a].iter().product();
+            let views = bottoms.iter().map(|b| HostView::new(b)).collect::<Result<Vec<_>>>()?;
+            let xs = views.iter().map(HostView::slice).collect::<Result<Vec<_>>>()?;
+            let y = crate::cpu::new_host(&dims, &ctx.device, |y| {
+                sparknet_kernels::concat_forward(outer, &xs, y)
+                    .map_err(|e| kernel_err(&self.name, e))
+            })?;
+            return Ok(vec![y]);
+        }
         Ok(vec![Tensor::cat(bottoms, a)?])
     }
     fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
         let ax = canonical_axis(&self.name, "axis", self.axis, a.bottoms[0].rank())?;
+        if a.ctx.device.is_cpu() {
+            return self.backward_host(a, ax);
+        }
         let mut start = 0;
         let mut out = Vec::new();
         for (b, &down) in a.bottoms.iter().zip(a.propagate_down) {
             let len = b.dims()[ax];
             out.push(want(down, || Ok(a.top_diffs[0].narrow(ax, start, len)?.contiguous()?))?);
             start += len;
+        }
+        Ok(Grads::bottoms(out))
+    }
+}
+
+impl Concat {
+    /// Every bottom's slice of the top gradient in one parallel pass (unwanted ones dropped).
+    fn backward_host(&self, a: &BackwardArgs<'_>, ax: usize) -> Result<Grads> {
+        let dy = &a.top_diffs[0];
+        let outer: usize = dy.dims()[..ax].iter().product();
+        let mut bufs: Vec<Vec<f32>> =
+            a.bottoms.iter().map(|b| Vec::with_capacity(b.elem_count())).collect();
+        {
+            let mut outs: Vec<&mut [MaybeUninit<f32>]> = bufs
+                .iter_mut()
+                .zip(a.bottoms)
+                .map(|(v, b)| &mut v.spare_capacity_mut()[..b.elem_count()])
+                .collect();
+            let dyv = HostView::new(dy)?;
+            sparknet_kernels::concat_backward(outer, dyv.slice()?, &mut outs)
+                .map_err(|e| kernel_err(&self.name, e))?;
+        }
+        let mut out = Vec::with_capacity(bufs.len());
+        for ((mut v, b), &down) in bufs.into_iter().zip(a.bottoms).zip(a.propagate_down) {
+            // SAFETY: `concat_backward` returned Ok, so it wrote all `elem_count` values of
+            // each output, the first `elem_count` elements of `v`'s capacity.
+            unsafe { v.set_len(b.elem_count()) };
+            out.push(want(down, || crate::cpu::from_host(v, b.dims(), b.device()))?);
         }
         Ok(Grads::bottoms(out))
     }

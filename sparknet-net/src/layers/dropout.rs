@@ -1,9 +1,13 @@
 //! `Dropout`: identity in TEST (Caffe scales at train time); in TRAIN each unit is kept with
 //! probability `1 - dropout_ratio` and scaled by `1 / (1 - dropout_ratio)` (BVLC Caffe's
 //! `DropoutLayer`; its `DropoutParameter` has no `scale_train`). The mask is drawn on the host
-//! from the layer's seeded generator ([`Layer::set_rng`]) and kept for the backward pass.
+//! from the layer's seeded generator ([`Layer::set_rng`]) and kept for the backward pass. On
+//! the CPU the mask buffer is reused across passes and `x * mask` runs on the rayon pool
+//! (`sparknet_kernels::eltwise_prod`); other devices use candle's ops.
 
 use candle::Tensor;
+
+use crate::cpu::{HostView, kernel_err, new_host};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape};
 use crate::cpu::from_host;
@@ -18,6 +22,8 @@ pub struct Dropout {
     rng: Rng,
     /// The last TRAIN mask (0 or `1 / (1 - ratio)` per unit), for the backward pass.
     mask: Option<Tensor>,
+    /// CPU path: the last TRAIN mask, reused across passes.
+    host_mask: Vec<f32>,
 }
 
 /// Builds a Dropout layer.
@@ -33,7 +39,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
             format!("{ratio}: must be in [0, 1)"),
         ));
     }
-    Ok(Box::new(Dropout { ratio, rng: Rng::new(0), mask: None }))
+    Ok(Box::new(Dropout { ratio, rng: Rng::new(0), mask: None, host_mask: Vec::new() }))
 }
 
 impl Layer for Dropout {
@@ -63,8 +69,19 @@ impl Layer for Dropout {
             return Ok(vec![x.clone()]);
         }
         // The buffer becomes the mask tensor's storage (moved, not copied, on the CPU).
-        let mut mask = vec![0f32; x.elem_count()];
         let keep = 1.0 - f64::from(self.ratio);
+        if ctx.device.is_cpu() {
+            let m = &mut self.host_mask;
+            m.resize(x.elem_count(), 0.0);
+            self.rng.bernoulli(keep, (1.0 / keep) as f32, m);
+            let xv = HostView::new(x)?;
+            let y = new_host(x.dims(), &ctx.device, |y| {
+                sparknet_kernels::eltwise_prod(&[xv.slice()?, m], y)
+                    .map_err(|e| kernel_err("Dropout", e))
+            })?;
+            return Ok(vec![y]);
+        }
+        let mut mask = vec![0f32; x.elem_count()];
         self.rng.bernoulli(keep, (1.0 / keep) as f32, &mut mask);
         let mask = from_host(mask, x.dims(), &ctx.device)?.to_dtype(x.dtype())?;
         let y = (x * &mask)?;
@@ -72,6 +89,16 @@ impl Layer for Dropout {
         Ok(vec![y])
     }
     fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let train = a.ctx.phase == Phase::Train && self.ratio > 0.0;
+        if a.ctx.device.is_cpu() && a.propagate_down[0] && train {
+            let dy = &a.top_diffs[0];
+            let dyv = HostView::new(dy)?;
+            let g = new_host(dy.dims(), dy.device(), |dx| {
+                sparknet_kernels::eltwise_prod(&[dyv.slice()?, &self.host_mask], dx)
+                    .map_err(|e| kernel_err("Dropout", e))
+            })?;
+            return Ok(Grads::bottoms(vec![Some(g)]));
+        }
         let g = match (&self.mask, a.propagate_down[0]) {
             (_, false) => None,
             (Some(mask), true) if a.ctx.phase == Phase::Train && self.ratio > 0.0 => {

@@ -1,6 +1,13 @@
 //! `Eltwise`: elementwise SUM (with per-bottom `coeff`), PROD or MAX of equally shaped bottoms.
+//!
+//! On the CPU each operation is one pass of `sparknet_kernels`' Eltwise kernels on the rayon
+//! pool, in Caffe's operation order (MAX keeps Caffe's mask: a tie between the first two bottoms
+//! goes to the second); an in-place ReLU after a SUM runs inside it ([`Layer::fuse_relu`], the
+//! residual join of ResNets). Other devices use candle's ops.
 
 use candle::Tensor;
+
+use crate::cpu::{HostView, kernel_err, new_host};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, want};
 use crate::proto::LayerParameter;
@@ -12,6 +19,10 @@ pub struct Eltwise {
     name: String,
     op: EltwiseOp,
     coeff: Vec<f32>,
+    /// An in-place ReLU fused into a SUM.
+    relu: bool,
+    /// MAX on the CPU: the bottom each output came from (kept across passes).
+    mask: Vec<u32>,
 }
 
 /// Builds an Eltwise layer.
@@ -38,7 +49,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         }
     }
     let coeff = if q.coeff.is_empty() { vec![1.0; p.bottom.len()] } else { q.coeff };
-    Ok(Box::new(Eltwise { name: p.name().to_string(), op, coeff }))
+    Ok(Box::new(Eltwise { name: p.name().to_string(), op, coeff, relu: false, mask: Vec::new() }))
 }
 
 impl Layer for Eltwise {
@@ -64,12 +75,20 @@ impl Layer for Eltwise {
         }
         Ok(vec![bottoms[0].clone()])
     }
+    fn fuse_relu(&mut self, negative_slope: f32) -> bool {
+        // SUM's backward reads no top; ReLU's backward masks the gradient on the rectified top.
+        self.relu = self.op == EltwiseOp::Sum && negative_slope == 0.0;
+        self.relu
+    }
     fn forward(
         &mut self,
-        _ctx: &ForwardCtx,
+        ctx: &ForwardCtx,
         bottoms: &[&Tensor],
         _params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
+        if ctx.device.is_cpu() {
+            return self.forward_host(ctx, bottoms);
+        }
         let scaled = |i: usize| -> Result<Tensor> {
             let c = self.coeff[i];
             Ok(if c == 1.0 { bottoms[i].clone() } else { bottoms[i].affine(f64::from(c), 0.0)? })
@@ -85,9 +104,15 @@ impl Layer for Eltwise {
                 EltwiseOp::Max => acc.maximum(*b)?,
             };
         }
+        if self.relu {
+            acc = acc.relu()?;
+        }
         Ok(vec![acc])
     }
     fn backward(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        if a.ctx.device.is_cpu() {
+            return self.backward_host(a);
+        }
         let (dy, y) = (&a.top_diffs[0], a.tops[0]);
         let mut out = Vec::new();
         // MAX: the first bottom holding the maximum takes the gradient (Caffe's strict `>`).
@@ -111,6 +136,56 @@ impl Layer for Eltwise {
                     want(down, || Ok((dy * here)?))?
                 }
             });
+        }
+        Ok(Grads::bottoms(out))
+    }
+}
+
+impl Eltwise {
+    fn forward_host(&mut self, ctx: &ForwardCtx, bottoms: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let views = bottoms.iter().map(|b| HostView::new(b)).collect::<Result<Vec<_>>>()?;
+        let xs = views.iter().map(HostView::slice).collect::<Result<Vec<_>>>()?;
+        let err = |e| kernel_err(&self.name, e);
+        let dims = bottoms[0].dims();
+        let y = new_host(dims, &ctx.device, |y| match self.op {
+            EltwiseOp::Sum => {
+                sparknet_kernels::eltwise_sum(&xs, &self.coeff, self.relu, y).map_err(err)
+            }
+            EltwiseOp::Prod => sparknet_kernels::eltwise_prod(&xs, y).map_err(err),
+            EltwiseOp::Max => {
+                self.mask.resize(y.len(), 0);
+                sparknet_kernels::eltwise_max(&xs, y, &mut self.mask).map_err(err)
+            }
+        })?;
+        Ok(vec![y])
+    }
+
+    fn backward_host(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
+        let dy = &a.top_diffs[0];
+        let dyv = HostView::new(dy)?;
+        let dys = dyv.slice()?;
+        let err = |e| kernel_err(&self.name, e);
+        let views = if self.op == EltwiseOp::Prod {
+            a.bottoms.iter().map(|b| HostView::new(b)).collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        let xs = views.iter().map(HostView::slice).collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(a.bottoms.len());
+        for (i, &down) in a.propagate_down.iter().enumerate() {
+            out.push(want(down, || {
+                new_host(dy.dims(), dy.device(), |dx| match self.op {
+                    EltwiseOp::Sum => {
+                        sparknet_kernels::scaled_copy(dys, self.coeff[i], dx).map_err(err)
+                    }
+                    EltwiseOp::Prod => {
+                        sparknet_kernels::eltwise_prod_backward(&xs, i, dys, dx).map_err(err)
+                    }
+                    EltwiseOp::Max => {
+                        sparknet_kernels::eltwise_max_backward(&self.mask, i, dys, dx).map_err(err)
+                    }
+                })
+            })?);
         }
         Ok(Grads::bottoms(out))
     }

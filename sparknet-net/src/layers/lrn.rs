@@ -61,15 +61,16 @@ impl Layer for Lrn {
     ) -> Result<Vec<Tensor>> {
         let x = bottoms[0];
         let [n, c, h, w] = nchw(&self.name, x.dims())?;
+        let g = sparknet_kernels::LrnGeometry::new(n, c, h, w);
         let mut y = vec![0f32; x.elem_count()];
         let (name, p, within) = (&self.name, &self.params, self.within);
         let scale = &mut self.scale;
         with_host(x, |xs| {
             let r = if within {
-                sparknet_kernels::lrn_within_forward(p, n, c, h, w, xs, &mut y)
+                sparknet_kernels::lrn_within_forward(p, &g, xs, &mut y)
             } else {
                 scale.resize(xs.len(), 0.0);
-                sparknet_kernels::lrn_across_forward(p, n, c, h, w, xs, &mut y, scale)
+                sparknet_kernels::lrn_across_forward(p, &g, xs, &mut y, scale)
             };
             r.map_err(|e| kernel_err(name, e))
         })?;
@@ -81,17 +82,16 @@ impl Layer for Lrn {
         }
         let x = a.bottoms[0];
         let [n, c, h, w] = nchw(&self.name, x.dims())?;
+        let g = sparknet_kernels::LrnGeometry::new(n, c, h, w);
         let mut gx = vec![0f32; x.elem_count()];
         let (name, p, within, scale) = (&self.name, &self.params, self.within, &self.scale);
         with_host(x, |xs| {
             with_host(&a.top_diffs[0], |dy| {
                 with_host(a.tops[0], |ys| {
                     if within {
-                        sparknet_kernels::lrn_within_backward(p, n, c, h, w, xs, dy, &mut gx)
+                        sparknet_kernels::lrn_within_backward(p, &g, xs, dy, &mut gx)
                     } else {
-                        sparknet_kernels::lrn_across_backward(
-                            p, n, c, h, w, xs, ys, scale, dy, &mut gx,
-                        )
+                        sparknet_kernels::lrn_across_backward(p, &g, xs, ys, scale, dy, &mut gx)
                     }
                     .map_err(|e| kernel_err(name, e))
                 })

@@ -1,8 +1,15 @@
 //! `Scale`: multiplies by a learned (one bottom) or given (second bottom) factor broadcast over
 //! the axes `axis .. axis + num_axes` (default 1..2: per channel), plus an optional learned bias
 //! (`bias_term`). Shares its broadcasting rules with [`super::bias`].
+//!
+//! On the CPU it is one pass of `sparknet_kernels::channel_affine` on the rayon pool (an
+//! in-place ReLU after it runs inside that pass, see [`Layer::fuse_relu`]), and its backward one
+//! pass of `channel_scale_backward`; other devices use candle's ops.
 
 use candle::Tensor;
+use sparknet_kernels::{ChannelAffine, ChannelShape};
+
+use crate::cpu::{HostView, kernel_err, new_host};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::proto::LayerParameter;
@@ -75,6 +82,17 @@ pub struct Scale {
     num_axes: i32,
     bias_term: bool,
     two_bottoms: bool,
+    /// An in-place ReLU fused into the forward pass.
+    relu: bool,
+}
+
+/// The `outer x channels x inner` view of `bottom` for a factor of `factor` dims at `axis`.
+fn channel_shape(bottom: &[usize], factor: &[usize], axis: usize) -> ChannelShape {
+    ChannelShape {
+        outer: bottom[..axis].iter().product(),
+        channels: factor.iter().product(),
+        inner: bottom[axis + factor.len()..].iter().product(),
+    }
 }
 
 /// Builds a Scale layer.
@@ -89,6 +107,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         num_axes: q.num_axes(),
         bias_term: q.bias_term(),
         two_bottoms: p.bottom.len() == 2,
+        relu: false,
     }))
 }
 
@@ -130,9 +149,15 @@ impl Layer for Scale {
     fn reshape(&mut self, bottoms: &[Shape]) -> Result<Vec<Shape>> {
         Ok(vec![bottoms[0].clone()])
     }
+    fn fuse_relu(&mut self, negative_slope: f32) -> bool {
+        // Scale's backward reads its bottom and factor, never its top, so the rectified top
+        // changes nothing there; ReLU's own backward then masks the gradient.
+        self.relu = negative_slope == 0.0;
+        self.relu
+    }
     fn forward(
         &mut self,
-        _ctx: &ForwardCtx,
+        ctx: &ForwardCtx,
         bottoms: &[&Tensor],
         params: &[Tensor],
     ) -> Result<Vec<Tensor>> {
@@ -143,11 +168,33 @@ impl Layer for Scale {
         } else {
             (&params[0], params.get(1))
         };
-        let mut y = x.broadcast_mul(&broadcastable(&self.name, factor, x.dims(), a)?)?;
-        if self.bias_term
-            && let Some(b) = bias
-        {
+        let bias = bias.filter(|_| self.bias_term);
+        let fb = broadcastable(&self.name, factor, x.dims(), a)?;
+        if let Some(b) = bias {
+            broadcastable(&self.name, b, x.dims(), a)?;
+        }
+        if ctx.device.is_cpu() {
+            let s = channel_shape(x.dims(), factor.dims(), a);
+            let err = |e| kernel_err(&self.name, e);
+            let (xv, fv) = (HostView::new(x)?, HostView::new(factor)?);
+            let bv = bias.map(HostView::new).transpose()?;
+            let op = ChannelAffine {
+                scale: Some(fv.slice()?),
+                bias: bv.as_ref().map(HostView::slice).transpose()?,
+                relu: self.relu,
+                ..ChannelAffine::default()
+            };
+            let y = new_host(x.dims(), &ctx.device, |y| {
+                sparknet_kernels::channel_affine(&s, &op, xv.slice()?, y).map_err(err)
+            })?;
+            return Ok(vec![y]);
+        }
+        let mut y = x.broadcast_mul(&fb)?;
+        if let Some(b) = bias {
             y = y.broadcast_add(&broadcastable(&self.name, b, x.dims(), a)?)?;
+        }
+        if self.relu {
+            y = y.relu()?;
         }
         Ok(vec![y])
     }
@@ -155,6 +202,9 @@ impl Layer for Scale {
         let (x, dy) = (args.bottoms[0], &args.top_diffs[0]);
         let a = canonical_axis(&self.name, "axis", self.axis, x.rank())?;
         let factor = if self.two_bottoms { args.bottoms[1] } else { &args.params[0] };
+        if args.ctx.device.is_cpu() {
+            return self.backward_host(args, factor, a);
+        }
         let dx = want(args.propagate_down[0], || {
             Ok(dy.broadcast_mul(&broadcastable(&self.name, factor, x.dims(), a)?)?)
         })?;
@@ -173,6 +223,60 @@ impl Layer for Scale {
             }
             _ => None,
         };
+        Ok(if self.two_bottoms {
+            Grads { bottoms: vec![dx, dfactor], params: vec![dbias] }
+        } else {
+            Grads { bottoms: vec![dx], params: vec![dfactor, dbias] }
+        })
+    }
+}
+
+impl Scale {
+    /// The CPU backward: one `channel_scale_backward` pass for every wanted gradient.
+    fn backward_host(&self, args: &BackwardArgs<'_>, factor: &Tensor, a: usize) -> Result<Grads> {
+        let (x, dy) = (args.bottoms[0], &args.top_diffs[0]);
+        let s = channel_shape(x.dims(), factor.dims(), a);
+        let want_dx = args.propagate_down[0];
+        let want_factor = if self.two_bottoms {
+            args.propagate_down.get(1).copied().unwrap_or(false)
+        } else {
+            args.param_down.first().copied().unwrap_or(false)
+        };
+        let bias_index = usize::from(!self.two_bottoms);
+        let want_bias = self.bias_term
+            && args.params.get(bias_index).is_some()
+            && args.param_down.get(bias_index).copied().unwrap_or(false);
+        let (xv, dyv, fv) = (HostView::new(x)?, HostView::new(dy)?, HostView::new(factor)?);
+        let mut dfactor = vec![0f32; if want_factor { s.channels } else { 0 }];
+        let mut dbias = vec![0f32; if want_bias { s.channels } else { 0 }];
+        let run = |dx: Option<&mut [std::mem::MaybeUninit<f32>]>,
+                   df: &mut Vec<f32>,
+                   db: &mut Vec<f32>|
+         -> Result<()> {
+            sparknet_kernels::channel_scale_backward(
+                &s,
+                xv.slice()?,
+                dyv.slice()?,
+                fv.slice()?,
+                dx,
+                want_factor.then_some(df.as_mut_slice()),
+                want_bias.then_some(db.as_mut_slice()),
+            )
+            .map_err(|e| kernel_err(&self.name, e))
+        };
+        let dx = if want_dx {
+            Some(new_host(x.dims(), x.device(), |dx| run(Some(dx), &mut dfactor, &mut dbias))?)
+        } else {
+            run(None, &mut dfactor, &mut dbias)?;
+            None
+        };
+        let device = x.device();
+        let dfactor = want(want_factor, || {
+            crate::cpu::from_host(std::mem::take(&mut dfactor), factor.dims(), device)
+        })?;
+        let dbias = want(want_bias, || {
+            crate::cpu::from_host(std::mem::take(&mut dbias), factor.dims(), device)
+        })?;
         Ok(if self.two_bottoms {
             Grads { bottoms: vec![dx, dfactor], params: vec![dbias] }
         } else {

@@ -1,6 +1,11 @@
-//! `Softmax` along `softmax_param.axis` (default 1), max-subtracted as Caffe computes it.
+//! `Softmax` along `softmax_param.axis` (default 1), max-subtracted as Caffe computes it. On
+//! the CPU, `sparknet_kernels::softmax_forward` / `softmax_backward` on the rayon pool; other
+//! devices use candle's ops.
 
 use candle::Tensor;
+use sparknet_kernels::SoftmaxShape;
+
+use crate::cpu::{HostView, kernel_err, new_host};
 
 use super::{BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, want};
 use crate::Result;
@@ -28,10 +33,27 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
 /// # Errors
 /// candle errors.
 pub fn softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        let s = softmax_shape(x.dims(), axis);
+        let xv = HostView::new(x)?;
+        return new_host(x.dims(), x.device(), |y| {
+            sparknet_kernels::softmax_forward(&s, xv.slice()?, y)
+                .map_err(|e| kernel_err("Softmax", e))
+        });
+    }
     let max = x.max_keepdim(axis)?;
     let e = x.broadcast_sub(&max)?.exp()?;
     let sum = e.sum_keepdim(axis)?;
     Ok(e.broadcast_div(&sum)?)
+}
+
+/// The `outer x classes x inner` view of `dims` around `axis`.
+pub(crate) fn softmax_shape(dims: &[usize], axis: usize) -> SoftmaxShape {
+    SoftmaxShape {
+        outer: dims[..axis].iter().product(),
+        classes: dims[axis],
+        inner: dims[axis + 1..].iter().product(),
+    }
 }
 
 impl Layer for Softmax {
@@ -62,6 +84,14 @@ impl Layer for Softmax {
         let g = want(a.propagate_down[0], || {
             // dx = y * (dy - sum(dy * y) along the axis).
             let (y, dy) = (a.tops[0], &a.top_diffs[0]);
+            if a.ctx.device.is_cpu() {
+                let s = softmax_shape(y.dims(), axis);
+                let (yv, dyv) = (HostView::new(y)?, HostView::new(dy)?);
+                return new_host(y.dims(), y.device(), |dx| {
+                    sparknet_kernels::softmax_backward(&s, yv.slice()?, dyv.slice()?, dx)
+                        .map_err(|e| kernel_err(&self.name, e))
+                });
+            }
             let dot = (dy * y)?.sum_keepdim(axis)?;
             Ok((y * dy.broadcast_sub(&dot)?)?)
         })?;

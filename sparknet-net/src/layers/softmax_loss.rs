@@ -4,11 +4,11 @@
 
 use candle::Tensor;
 
-use super::softmax::softmax;
+use super::softmax::{softmax, softmax_shape};
 use super::{
     BackwardArgs, Count, ForwardCtx, Grads, Layer, Shape, canonical_axis, count, host_vec,
 };
-use crate::cpu::from_host;
+use crate::cpu::{HostView, from_host, kernel_err, new_host};
 use crate::proto::loss_parameter::NormalizationMode;
 use crate::proto::{LayerParameter, LossParameter};
 use crate::{Error, Result};
@@ -46,6 +46,8 @@ pub struct SoftmaxWithLoss {
     ignore: Option<i32>,
     mode: NormalizationMode,
     n_tops: usize,
+    /// CPU path: the probabilities and valid-label count of the last forward, for backward.
+    last: Option<(Tensor, usize)>,
 }
 
 /// Builds a SoftmaxWithLoss layer.
@@ -59,6 +61,7 @@ pub fn new(p: &LayerParameter) -> Result<Box<dyn Layer>> {
         ignore: p.loss_param.as_ref().and_then(|l| l.ignore_label),
         mode: mode(p.loss_param.as_ref()),
         n_tops: p.top.len(),
+        last: None,
     }))
 }
 
@@ -98,6 +101,26 @@ impl Layer for SoftmaxWithLoss {
         let s = bottoms[0].dims().to_vec();
         let a = canonical_axis(&self.name, "axis", self.axis, s.len())?;
         let prob = softmax(bottoms[0], a)?;
+        if ctx.device.is_cpu() {
+            let shape = softmax_shape(&s, a);
+            let (pv, lv) = (HostView::new(&prob)?, HostView::new(bottoms[1])?);
+            let (loss, valid) = sparknet_kernels::softmax_loss_forward(
+                &shape,
+                pv.slice()?,
+                lv.slice()?,
+                self.ignore,
+            )
+            .map_err(|e| kernel_err(&self.name, e))?;
+            drop(pv);
+            let n = normalizer(self.mode, shape.outer, shape.inner, valid);
+            let value = (loss / f64::from(n)) as f32;
+            let mut tops = vec![from_host(vec![value], &[], &ctx.device)?];
+            if self.n_tops == 2 {
+                tops.push(prob.clone());
+            }
+            self.last = Some((prob, valid));
+            return Ok(tops);
+        }
         let (outer, classes, inner) = (count(&s, 0, a), s[a], count(&s, a + 1, s.len()));
         let p = host_vec(&prob)?;
         let labels = host_vec(bottoms[1])?;
@@ -137,6 +160,26 @@ impl Layer for SoftmaxWithLoss {
         }
         let s = a.bottoms[0].dims().to_vec();
         let ax = canonical_axis(&self.name, "axis", self.axis, s.len())?;
+        if a.ctx.device.is_cpu()
+            && let Some((prob, valid)) = &self.last
+        {
+            let shape = softmax_shape(&s, ax);
+            let top = host_vec(&a.top_diffs[0])?[0];
+            let scale = top / normalizer(self.mode, shape.outer, shape.inner, *valid);
+            let (pv, lv) = (HostView::new(prob)?, HostView::new(a.bottoms[1])?);
+            let g = new_host(&s, &a.ctx.device, |dx| {
+                sparknet_kernels::softmax_loss_backward(
+                    &shape,
+                    pv.slice()?,
+                    lv.slice()?,
+                    self.ignore,
+                    scale,
+                    dx,
+                )
+                .map_err(|e| kernel_err(&self.name, e))
+            })?;
+            return Ok(Grads::bottoms(vec![Some(g), None]));
+        }
         let (outer, classes, inner) = (count(&s, 0, ax), s[ax], count(&s, ax + 1, s.len()));
         let mut g = host_vec(&softmax(a.bottoms[0], ax)?)?;
         let labels = host_vec(a.bottoms[1])?;

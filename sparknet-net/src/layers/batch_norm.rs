@@ -260,7 +260,7 @@ impl BatchNorm {
     /// The CPU backward through `sparknet_kernels`.
     fn backward_host(&mut self, a: &BackwardArgs<'_>) -> Result<Grads> {
         let Some(batch) = self.host.batch else {
-            return Err(Error::NotFound(format!("layer '{}': backward before forward", self.name)));
+            return Err(Error::out_of_order(&self.name, "backward before forward"));
         };
         let g = want(a.propagate_down[0], || {
             let dy = &a.top_diffs[0];

@@ -39,6 +39,8 @@ test accuracy for every (ranks, tau), on ImageNet or a synthesized ImageNet-like
   --iters N             iterations per worker per run (default 20)
   --minutes M           instead of --iters: wall-time budget per run
   --batch B             batch size per worker, train and test (default 8; BVLC: 256 and 50)
+  --base-lr LR          solver base_lr (default: BVLC's 0.01 scaled by B / 256, the linear
+                        scaling rule for the smaller batch)
   --test-interval N     iterations between tests (default: iters / 2)
   --classes N           synthetic set: classes (default 10)
   --per-class M         synthetic set: training images per class (default 32)
@@ -57,6 +59,7 @@ struct Options {
     iters: u64,
     minutes: Option<f64>,
     batch: usize,
+    base_lr: Option<f64>,
     test_interval: Option<u64>,
     classes: usize,
     per_class: usize,
@@ -87,6 +90,7 @@ fn parse(args: &[String]) -> Result<Options> {
         iters: iters.unwrap_or(if smoke { 2 } else { 20 }),
         minutes,
         batch: f.parsed("--batch")?.unwrap_or(if smoke { 2 } else { 8 }),
+        base_lr: f.parsed("--base-lr")?,
         test_interval: f.parsed("--test-interval")?,
         classes: f.parsed("--classes")?.unwrap_or(if smoke { 2 } else { 10 }),
         per_class: f.parsed("--per-class")?.unwrap_or(if smoke { 4 } else { 32 }),
@@ -429,6 +433,16 @@ fn synthesize_jpegs(
     Ok(())
 }
 
+/// BVLC's base_lr for batch 256.
+const BVLC_LR: f64 = 0.01;
+
+impl Options {
+    /// The learning rate of the runs: `--base-lr`, or BVLC's scaled by batch / 256.
+    fn lr(&self) -> f64 {
+        self.base_lr.unwrap_or(BVLC_LR * self.batch as f64 / 256.0)
+    }
+}
+
 /// Writes the solver and net copies; returns the solver copy and the test interval used.
 fn bind(o: &Options, data: &Data, config: &Path, snapshots: &Path) -> Result<(PathBuf, u64)> {
     let models = report_assets().join("prototxt/bvlc_caffe/models");
@@ -455,6 +469,7 @@ fn bind(o: &Options, data: &Data, config: &Path, snapshots: &Path) -> Result<(Pa
             ("test_interval", test_interval.to_string()),
             ("test_initialization", "false".into()),
             ("display", "1".into()),
+            ("base_lr", format!("{}", o.lr())),
             ("max_iter", max_iter.to_string()),
             ("snapshot", "0".into()),
             ("snapshot_prefix", format!("{:?}", snapshots.join(&o.net).display().to_string())),
@@ -670,10 +685,12 @@ fn write_report(
         md,
         "- net and solver: BVLC `{}` `train_val.prototxt` / `solver.prototxt` from the shared assets, bound in `config/` \
          (batch {} per rank for train and test instead of 256 / 50, the computed mean file, `display: 1` so every round is one \
-         JSON line, tests every {} iterations over the whole validation set, no snapshots)",
+         JSON line, tests every {} iterations over the whole validation set, no snapshots), base_lr {} ({})",
         if o.net == "alexnet" { "bvlc_alexnet" } else { "bvlc_reference_caffenet" },
         o.batch,
-        test_interval
+        test_interval,
+        o.lr(),
+        if o.base_lr.is_some() { "--base-lr" } else { "BVLC's 0.01 scaled by batch / 256" }
     );
     let _ = writeln!(
         md,

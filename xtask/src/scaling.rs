@@ -37,11 +37,13 @@ Iterations and time to a target accuracy for K workers and tau local steps (Spar
 per-step gradient sync, and the paper's speedup-vs-communication-cost figure from the measured
 step time, with points checked by --comm-delay-ms runs.
 
-  --nets lenet,cifar10_quick   nets (default both; LeNet/MNIST to 98%, CIFAR-10 quick to 60%)
-  --ranks 1,2,4                K values for every net (default: lenet 1,2,4; cifar10_quick 1,2)
+  --nets lenet,cifar10_quick   nets (default lenet: LeNet/MNIST to 98%; cifar10_quick: CIFAR-10
+                               quick to 60%, about 1.5-2 min of compute per run on 2 idle cores)
+  --ranks 1,2,4                K values for every net (default: lenet 1,2; cifar10_quick 1,2)
   --tau 1,10,50                tau values for K > 1 (default: lenet 1,10,50; cifar10_quick 10)
-  --naive-ranks 2,4            K values of the --sync gradients runs (default: the K > 1 ranks)
-  --budget SECONDS             wall-time budget per run (default: lenet 150, cifar10_quick 240)
+  --naive-ranks 2,4            K values of the --sync gradients runs (default: lenet 2,
+                               cifar10_quick 2; with --ranks: its K > 1)
+  --budget SECONDS             wall-time budget per run (default: lenet 240, cifar10_quick 400)
   --max-iter N                 iteration cap per worker (default: lenet 10000, cifar10_quick 5000)
   --test-interval N            iterations between tests (default: lenet 100, cifar10_quick 200)
   --target ACC                 target test accuracy for every net (default 0.98 / 0.60)
@@ -110,7 +112,7 @@ fn parse(args: &[String]) -> Result<Options> {
     };
     let o = Options {
         nets: f.list::<String>("--nets")?.unwrap_or_else(|| {
-            if smoke { vec!["lenet".into()] } else { vec!["lenet".into(), "cifar10_quick".into()] }
+            if full { vec!["lenet".into(), "cifar10_quick".into()] } else { vec!["lenet".into()] }
         }),
         ranks: f.list("--ranks")?,
         taus: f.list("--tau")?,
@@ -356,10 +358,10 @@ fn case(bins: &Binaries, key: &str, o: &Options) -> Result<Option<NetCase>> {
             net: a.join("models/lenet_mnist/lenet_train_test.prototxt"),
             mean: None,
             target: 0.98,
-            ranks: vec![1, 2, 4],
+            ranks: vec![1, 2],
             taus: vec![1, 10, 50],
-            naive: vec![2, 4],
-            budget: 150.0,
+            naive: vec![2],
+            budget: 240.0,
             max_iter: 10_000,
             test_interval: 100,
             train,
@@ -376,7 +378,7 @@ fn case(bins: &Binaries, key: &str, o: &Options) -> Result<Option<NetCase>> {
             ranks: vec![1, 2],
             taus: vec![10],
             naive: vec![2],
-            budget: 240.0,
+            budget: 400.0,
             max_iter: 5_000,
             test_interval: 200,
             train,
@@ -605,12 +607,14 @@ fn run_with(o: &Options, bins: &Binaries) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// One model curve: (label, K, tau or 0 for naive, speedup points (S/C, speedup)).
+type Curve = (String, usize, u64, Vec<(f64, f64)>);
+
 /// The cost model of one net: speedup curves over S/C in 0..=100.
 struct Model {
     c: f64,
     n1: u64,
-    /// (label, K, tau or 0 for naive, speedup points (S/C, speedup)).
-    curves: Vec<(String, usize, u64, Vec<(f64, f64)>)>,
+    curves: Vec<Curve>,
 }
 
 fn model(r: &NetResult) -> Option<Model> {
@@ -703,7 +707,7 @@ fn line_figures(r: &NetResult) -> Vec<(String, Figure)> {
     let mut s_ips = Vec::new();
     for (i, (sync, tau)) in taus.iter().enumerate() {
         let mut pts: Vec<(f64, f64)> =
-            k1.and_then(|d| ips(d)).map(|v| vec![(1.0, v)]).unwrap_or_default();
+            k1.and_then(&ips).map(|v| vec![(1.0, v)]).unwrap_or_default();
         for d in r
             .runs
             .iter()

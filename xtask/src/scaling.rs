@@ -576,15 +576,18 @@ fn run_with(o: &Options, bins: &Binaries) -> Result<PathBuf> {
             && let Some(step) = reference_c
         {
             let (k, tau) = o.check;
+            // The delay adds about M * S to the S = 0 run's time: the budget grows by as much.
+            let rounds = done
+                .iter()
+                .find(|d| d.ranks == k && d.tau == tau && d.sync == Sync::Average)
+                .and_then(|d| d.log.reached(c.target))
+                .map_or(0.0, |p| p.round as f64);
             for &d in o.check_delays.iter().filter(|&&d| d > 0.0) {
                 let ms = d * step * 1000.0;
                 let name = file_name(c.key, k, tau, Sync::Average, d);
-                let log = train::run(
-                    bins,
-                    &spec(k, tau, Sync::Average, ms, name),
-                    &runs_dir,
-                    &crate::project_root(),
-                )?;
+                let mut spec = spec(k, tau, Sync::Average, ms, name);
+                spec.time_budget = Some(c.budget + 1.5 * rounds * ms / 1000.0);
+                let log = train::run(bins, &spec, &runs_dir, &crate::project_root())?;
                 done.push(Done {
                     label: label(k, tau, Sync::Average, d),
                     ranks: k,

@@ -781,7 +781,7 @@ fn speedup_figures(r: &NetResult, m: &Model) -> Vec<(String, Figure)> {
                 if let Some(p) = d.log.reached(r.case.target) {
                     let color = series
                         .iter()
-                        .position(|s| s.name.contains(&format!("tau={} ", d.tau)))
+                        .position(|s| s.name.contains(&format!("tau={}:", d.tau)))
                         .unwrap_or(j);
                     series.push(Series {
                         name: format!(

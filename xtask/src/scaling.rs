@@ -947,6 +947,24 @@ fn write_report(
                     m.c * 1000.0,
                     m.n1
                 );
+                let multi: Vec<f64> = r
+                    .runs
+                    .iter()
+                    .filter(|d| d.ranks > 1)
+                    .filter_map(|d| d.log.step_seconds())
+                    .collect();
+                if let Some(max) = multi.iter().copied().reduce(f64::max)
+                    && max > 1.25 * m.c
+                {
+                    let min = multi.iter().copied().fold(max, f64::min);
+                    let _ = writeln!(
+                        md,
+                        "Note: a worker's step took {:.1}-{:.1} ms in the K > 1 runs against C = {:.1} ms alone:                          the ranks did not each have a free core (other jobs, or more ranks than cores). The model                          with C assumes they do; the column with each run's own step time shows the time model                          apart from that.\n",
+                        min * 1000.0,
+                        max * 1000.0,
+                        m.c * 1000.0
+                    );
+                }
                 let checks: Vec<&Done> = r.runs.iter().filter(|d| d.delay_c > 0.0).collect();
                 if !checks.is_empty() {
                     let _ = writeln!(

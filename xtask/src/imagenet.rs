@@ -506,6 +506,7 @@ impl Done {
 
 fn run_with(o: &Options, bins: &Binaries) -> Result<PathBuf> {
     let load_at_start = report::load_average();
+    report::git_commit(); // fixed now: the commit the runs start from
     let started = report::now_utc();
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let runs_dir = o.out.join("runs");

@@ -34,8 +34,14 @@ pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
 
-/// The current git commit (with `-dirty` when the work tree has changes).
+/// The git commit at the first call (with `-dirty` when tracked files had changes), so that a
+/// report names the commit its runs started from even if HEAD moves meanwhile.
 pub(crate) fn git_commit() -> String {
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT.get_or_init(read_git_commit).clone()
+}
+
+fn read_git_commit() -> String {
     let head = first_line("git", &["rev-parse", "--short=12", "HEAD"]);
     let dirty = Command::new("git")
         .args(["status", "--porcelain", "--untracked-files=no"])

@@ -504,6 +504,7 @@ struct NetResult {
 
 fn run_with(o: &Options, bins: &Binaries) -> Result<PathBuf> {
     let load_at_start = report::load_average();
+    report::git_commit(); // fixed now: the commit the runs start from
     let started = report::now_utc();
     let out = o.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

@@ -47,7 +47,7 @@ test accuracy for every (ranks, tau), on ImageNet or a synthesized ImageNet-like
   --val-per-class V     synthetic set: validation images per class (default 8)
   --threads T           compute threads per rank (default cores / K, at least 1)
   --smoke               seconds-long CI configuration (tiny synthetic set, debug binaries)
-  --debug               use debug binaries (default: release)
+  --debug               use debug binaries (default: release; --release with --smoke)
   --out DIR             report directory (default target/bench-imagenet)
 ";
 
@@ -77,6 +77,7 @@ fn parse(args: &[String]) -> Result<Options> {
         std::process::exit(0);
     }
     let smoke = f.switch("--smoke");
+    let release = f.switch("--release");
     let iters: Option<u64> = f.parsed("--iters")?;
     let minutes: Option<f64> = f.parsed("--minutes")?;
     if iters.is_some() && minutes.is_some() {
@@ -97,7 +98,7 @@ fn parse(args: &[String]) -> Result<Options> {
         val_per_class: f.parsed("--val-per-class")?.unwrap_or(if smoke { 2 } else { 8 }),
         threads: f.parsed("--threads")?,
         smoke,
-        debug: f.switch("--debug") || smoke,
+        debug: !release && (f.switch("--debug") || smoke),
         out: match f.path("--out")? {
             Some(p) => absolute(&p)?,
             None => train::target_dir().join(if smoke {

@@ -609,6 +609,7 @@ fn figures(o: &Options, done: &[Done]) -> Vec<(&'static str, Figure)> {
                 x_label: "ranks K".into(),
                 y_label: "images / s (tests excluded)".into(),
                 series: ips,
+                zoom_y: false,
             }),
         ),
         (
@@ -631,6 +632,7 @@ fn figures(o: &Options, done: &[Done]) -> Vec<(&'static str, Figure)> {
                 x_label: "wall seconds (tests included)".into(),
                 y_label: "test accuracy".into(),
                 series: acc(&|p| p.wall),
+                zoom_y: true,
             }),
         ),
         (
@@ -640,6 +642,7 @@ fn figures(o: &Options, done: &[Done]) -> Vec<(&'static str, Figure)> {
                 x_label: "iterations per worker".into(),
                 y_label: "test accuracy".into(),
                 series: acc(&|p| p.iter as f64),
+                zoom_y: true,
             }),
         ),
     ]

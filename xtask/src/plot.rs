@@ -55,6 +55,9 @@ pub(crate) struct LineChart {
     pub(crate) x_label: String,
     pub(crate) y_label: String,
     pub(crate) series: Vec<Series>,
+    /// Fit the y range to the data instead of starting at 0, legend at the lower right (for
+    /// accuracy curves, which rise to the top right).
+    pub(crate) zoom_y: bool,
 }
 
 /// Stacked bars: one bar per category, one stacked part per component.
@@ -204,7 +207,7 @@ fn draw_lines<DB: DrawingBackend>(
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let all = || c.series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = span(all().map(|p| p.0), true);
-    let (y0, y1) = span(all().map(|p| p.1), true);
+    let (y0, y1) = span(all().map(|p| p.1), !c.zoom_y);
     let mut builder = ChartBuilder::on(root);
     builder.margin(16);
     if text {
@@ -245,9 +248,14 @@ fn draw_lines<DB: DrawingBackend>(
         }
     }
     if text && !c.series.is_empty() {
+        let at = if c.zoom_y {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        };
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(at)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .label_font(("sans-serif", 13))
@@ -380,6 +388,7 @@ mod tests {
                 x_label: "x".into(),
                 y_label: "y".into(),
                 series: vec![line("a", 1.0, Mark::Line), line("b", 2.0, Mark::Points)],
+                zoom_y: true,
             }),
             Figure::Bars(StackedBars {
                 title: "b".into(),
@@ -402,6 +411,7 @@ mod tests {
                 x_label: "".into(),
                 y_label: "".into(),
                 series: vec![],
+                zoom_y: false,
             }),
         ]
     }

@@ -682,6 +682,7 @@ fn line_figures(r: &NetResult) -> Vec<(String, Figure)> {
                 x_label: "iterations per worker".into(),
                 y_label: "test accuracy".into(),
                 series: series(&|p| p.iter as f64),
+                zoom_y: true,
             }),
         ),
         (
@@ -691,6 +692,7 @@ fn line_figures(r: &NetResult) -> Vec<(String, Figure)> {
                 x_label: "wall seconds (tests included)".into(),
                 y_label: "test accuracy".into(),
                 series: series(&|p| p.wall),
+                zoom_y: true,
             }),
         ),
     ];
@@ -736,6 +738,7 @@ fn line_figures(r: &NetResult) -> Vec<(String, Figure)> {
             x_label: "ranks K".into(),
             y_label: "images / s (tests excluded)".into(),
             series: s_ips,
+            zoom_y: false,
         }),
     ));
     let (mut comp, mut comm, mut wait) = (Vec::new(), Vec::new(), Vec::new());
@@ -807,6 +810,7 @@ fn speedup_figures(r: &NetResult, m: &Model) -> Vec<(String, Figure)> {
                     x_label: "communication cost per round S, in units of the step time C".into(),
                     y_label: "speedup over one worker".into(),
                     series,
+                    zoom_y: false,
                 }),
             )
         })

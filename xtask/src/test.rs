@@ -46,7 +46,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         exec(doc)?;
     }
 
-    if check_assets()? {
+    let assets = check_assets()?;
+    if assets {
         let mut accuracy = cargo();
         accuracy.args(["run", "--quiet", "-p", "sparknet-net", "--example", "accuracy"]);
         accuracy.args(["--", "lenet", "cifar10_quick"]);
@@ -57,8 +58,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         mpi::run_multi_rank(mpi)?;
     }
 
-    if smoke {
+    if smoke && assets {
         bench_smoke(features, mpi.as_ref())?;
+    } else if smoke {
+        eprintln!("\nSKIPPED bench smoke runs: they use the shared assets' LeNet and CaffeNet prototxts");
     }
 
     let mut test = cargo();

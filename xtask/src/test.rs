@@ -10,7 +10,8 @@
 //!    multi-rank examples run under `mpirun` (`SPARKNET_REQUIRE_MPI=1` makes a missing MPI fatal)
 //! 7. the bench commands' smoke configurations (`cargo xtask bench-scaling --smoke`,
 //!    `cargo xtask bench-imagenet --smoke`, seconds each) on the debug binaries that step 8 builds
-//!    anyway (`cargo test --no-run` first), each checking that its report files exist and parse
+//!    anyway (`cargo test --no-run` first), each checking that its report files exist and parse;
+//!    with the shared assets only (their LeNet and CaffeNet prototxts), a visible skip otherwise
 //! 8. `cargo test --workspace` last, so its summary is the last thing printed.
 //!
 //! Flags: `--no-lint` skips steps 1-3, `--no-smoke` step 7 (for a quick local run).

@@ -62,7 +62,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if smoke && assets {
         bench_smoke(features, mpi.as_ref())?;
     } else if smoke {
-        eprintln!("\nSKIPPED bench smoke runs: they use the shared assets' LeNet and CaffeNet prototxts");
+        eprintln!(
+            "\nSKIPPED bench smoke runs: they use the shared assets' LeNet and CaffeNet prototxts"
+        );
     }
 
     let mut test = cargo();

@@ -2,10 +2,26 @@
 //!
 //! - `cargo xtask test`: the README's test command and what CI runs (see [`mod@test`]).
 //! - `cargo xtask mpi-test`: only the multi-rank MPI checks (see [`mod@mpi`]).
+//! - `cargo xtask bench-scaling`: iterations and time to a target accuracy over workers K and
+//!   sync period tau, and the paper's speedup-vs-communication-cost model (see [`mod@scaling`]).
+//! - `cargo xtask bench-imagenet`: CaffeNet/AlexNet throughput and accuracy over (ranks, tau) on
+//!   ImageNet or a synthesized ImageNet-like set (see [`mod@imagenet`]).
+//! - `cargo xtask bench-peers`: sparknet beside the PyTorch and OpenCV peers, interleaved, as
+//!   ratios (see [`mod@peers`]).
+//!
+//! The bench commands drive `sparknet-train` and `sparknet-data` as processes ([`mod@train`]) and
+//! write a report directory: Markdown, JSON lines, SVG and PNG figures ([`mod@plot`],
+//! [`mod@report`]).
 
+mod flags;
+mod imagenet;
 mod mpi;
 mod peers;
+mod plot;
+mod report;
+mod scaling;
 mod test;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +34,9 @@ usage: cargo xtask <command>
 commands:
   test       fmt --check, clippy -D warnings, rustdoc -D warnings, MPI multi-rank checks, cargo test
   mpi-test   build the MPI examples and run each under mpirun -n 2 and -n 4
-  bench-peers  sparknet beside PyTorch/OpenCV (../shared/peers), interleaved, as ratios
+  bench-peers     sparknet beside PyTorch/OpenCV (../shared/peers), interleaved, as ratios
+  bench-scaling   iterations/time to target accuracy over K and tau, speedup-vs-S model (--help)
+  bench-imagenet  CaffeNet/AlexNet over (ranks, tau) on ImageNet or a synthesized set (--help)
 ";
 
 fn main() -> Result<()> {
@@ -27,6 +45,8 @@ fn main() -> Result<()> {
         Some("test") => test::run(&args[1..]),
         Some("mpi-test") => mpi::run_standalone(),
         Some("bench-peers") => peers::run(&args[1..]),
+        Some("bench-scaling") => scaling::run(&args[1..]),
+        Some("bench-imagenet") => imagenet::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())

@@ -13,10 +13,11 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo, env_flag, exec, project_root, which};
 
 /// An MPI installation found on the PATH.
+#[derive(Clone, Debug)]
 pub(crate) struct Mpi {
-    mpirun: PathBuf,
+    pub(crate) mpirun: PathBuf,
     /// Open MPI refuses more ranks than cores without `--oversubscribe`; MPICH has no such flag.
-    open_mpi: bool,
+    pub(crate) open_mpi: bool,
 }
 
 /// Finds `mpicc` and `mpirun`; `None` (after a visible skip) when absent, an error when

@@ -58,7 +58,7 @@ fn scan_dataset() -> (tempfile::TempDir, Dataset) {
         w.append(i as u32 % 10, [1, 256, 256], &payload).expect("append");
     }
     w.finish().expect("finish");
-    let ds = Dataset::open(dir.path()).expect("open");
+    let ds = Dataset::open_mapped(dir.path()).expect("open");
     (dir, ds)
 }
 
@@ -220,7 +220,7 @@ fn loader_dataset() -> (tempfile::TempDir, Arc<Dataset>) {
         }
     }
     w.finish().expect("finish");
-    let ds = Arc::new(Dataset::open(dir.path()).expect("open"));
+    let ds = Arc::new(Dataset::open_mapped(dir.path()).expect("open"));
     (dir, ds)
 }
 

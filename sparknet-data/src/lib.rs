@@ -18,7 +18,7 @@
 //! let manifest = w.finish()?;
 //! assert_eq!(manifest.shards.len(), 3);
 //!
-//! let ds = Dataset::open(dir.path())?;
+//! let ds = Dataset::open_mapped(dir.path())?;
 //! let rec = ds.get(3)?; // borrowed from the memory map, CRC checked
 //! assert_eq!((rec.label, rec.payload), (1, &[3u8, 3, 3, 3][..]));
 //! assert_eq!(ds.partition(1, 2)?, 2..5);

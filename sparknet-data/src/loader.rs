@@ -19,7 +19,7 @@
 //! # let mut w = DatasetWriter::create(dir.path(), config)?;
 //! # for i in 0..10u8 { w.append(u32::from(i), [1, 4, 4], &[i; 16])?; }
 //! # w.finish()?;
-//! let ds = Arc::new(Dataset::open(dir.path())?);
+//! let ds = Arc::new(Dataset::open_mapped(dir.path())?);
 //! let config = LoaderConfig {
 //!     batch_size: 4,
 //!     threads: 2,

@@ -288,7 +288,7 @@ fn run(cli: Cli) -> AnyResult {
     match cli.command {
         Command::Convert { source } => convert(source),
         Command::ComputeMean { dataset, out, center, skip_corrupt } => {
-            let ds = Dataset::open(&dataset)?;
+            let ds = Dataset::open_mapped(&dataset)?;
             let window = match center {
                 Some((w, h)) => Some((h as usize, w as usize)),
                 None if ds.manifest().shape.is_none() && !ds.is_empty() => {
@@ -313,7 +313,7 @@ fn run(cli: Cli) -> AnyResult {
             inspect(&dataset, json, dump, out.as_deref())
         }
         Command::Verify { dataset, skip_corrupt } => {
-            let ds = Dataset::open(&dataset)?;
+            let ds = Dataset::open_mapped(&dataset)?;
             let report = ds.verify(skip_corrupt)?;
             report_skipped(&report.corrupt);
             println!("{} records, {} corrupt", report.records, report.corrupt.len());
@@ -499,7 +499,7 @@ fn convert(source: Source) -> AnyResult {
 }
 
 fn inspect(dir: &Path, json: bool, dump: Option<usize>, out: Option<&Path>) -> AnyResult {
-    let ds = Dataset::open(dir)?;
+    let ds = Dataset::open_mapped(dir)?;
     let m = ds.manifest();
     let mut hist = vec![0u64; m.classes.len()];
     for shard in ds.shards() {

@@ -68,7 +68,7 @@ pub fn smallest_size(ds: &Dataset) -> Result<(usize, usize)> {
 /// w.append(0, [1, 1, 3], &[9, 2, 9])?; // 1x3: centre pixel 2
 /// w.append(0, [1, 3, 1], &[9, 4, 9])?; // 3x1: centre pixel 4
 /// w.finish()?;
-/// let ds = Dataset::open(dir.path())?;
+/// let ds = Dataset::open_mapped(dir.path())?;
 /// assert_eq!(smallest_size(&ds)?, (1, 1));
 /// let r = compute_mean_window(&ds, Some((1, 1)), false, &|_| {})?;
 /// assert_eq!((r.blob.shape.clone(), r.blob.data.clone()), (vec![1, 1, 1, 1], vec![3.0]));

@@ -74,7 +74,7 @@ impl OpenOptions {
     /// Opens the dataset directory `dir`.
     ///
     /// # Errors
-    /// See [`Dataset::open`].
+    /// See [`Dataset::open_mapped`].
     pub fn open(&self, dir: &Path) -> Result<Dataset> {
         Dataset::open_with(dir, *self)
     }
@@ -314,16 +314,17 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Opens `dir` with default [`OpenOptions`] (memory-mapped, CRCs checked on `get`).
-    ///
-    /// Shards are mapped read-only; they must not be modified in place while open (this crate
-    /// never does so; see [`OpenOptions::in_memory`] otherwise).
+    /// Opens `dir` **memory-mapped**, with CRCs checked on `get` (the default [`OpenOptions`]).
+    /// The name says what it does: shards are mapped read-only and must not be modified in
+    /// place while open (this crate never does so, its writers publish new files by rename);
+    /// where that cannot be ruled out, read them into memory with
+    /// `OpenOptions::new().in_memory(true).open(dir)`.
     ///
     /// # Errors
     /// [`Error::Manifest`] if the manifest is missing, invalid or disagrees with a shard; any
     /// shard error from [`Shard::open`]; [`Error::BadRecord`] naming the shard and record when a
     /// label is outside the manifest's class list.
-    pub fn open(dir: &Path) -> Result<Dataset> {
+    pub fn open_mapped(dir: &Path) -> Result<Dataset> {
         Self::open_with(dir, OpenOptions::default())
     }
 

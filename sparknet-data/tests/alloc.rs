@@ -30,7 +30,7 @@ fn warm_loader_allocates_nothing_per_batch() {
         w.append(i % 5, [3, 16, 16], &payload).unwrap();
     }
     w.finish().unwrap();
-    let ds = Arc::new(Dataset::open(dir.path()).unwrap());
+    let ds = Arc::new(Dataset::open_mapped(dir.path()).unwrap());
     let transform = TransformParams {
         crop_size: 12,
         mirror: true,

@@ -128,7 +128,7 @@ fn mean(layer: &str, file: Option<&str>, values: &[f32]) -> Result<Mean> {
 /// # Errors
 /// [`Error::Config`] naming the layer and directory.
 pub fn open_dataset(spec: &DataLayerSpec) -> Result<Arc<Dataset>> {
-    Dataset::open(&spec.source).map(Arc::new).map_err(|source| Error::DataLayer {
+    Dataset::open_mapped(&spec.source).map(Arc::new).map_err(|source| Error::DataLayer {
         layer: spec.layer.clone(),
         path: spec.source.clone(),
         source: source.into(),

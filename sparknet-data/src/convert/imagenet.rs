@@ -56,7 +56,7 @@
 //! let opts = ImagenetOptions { resize: sparknet_data::convert::images::Resize::ShorterSide(32), ..Default::default() };
 //! let report = plan.convert(out.path(), &opts, &|_, _| {})?;
 //! assert_eq!(report.train.as_ref().map(|r| r.manifest.records), Some(4));
-//! let val = sparknet_data::Dataset::open(&out.path().join("val"))?;
+//! let val = sparknet_data::Dataset::open_mapped(&out.path().join("val"))?;
 //! assert_eq!((val.get(0)?.label, val.get(0)?.shape), (1, [3, 32, 32]));
 //! assert_eq!(std::fs::read_to_string(out.path().join("synsets.txt"))?, "n01\nn02\n");
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -154,8 +154,8 @@ mod tests {
         assert_eq!(a.records, b.records);
         assert_eq!(a.records, 50);
         let (da, db) = (
-            crate::Dataset::open(&dir.path().join("a"))?,
-            crate::Dataset::open(&dir.path().join("b"))?,
+            crate::Dataset::open_mapped(&dir.path().join("a"))?,
+            crate::Dataset::open_mapped(&dir.path().join("b"))?,
         );
         let mut hist = [0usize; 10];
         for i in 0..50 {

@@ -252,9 +252,9 @@ fn write_split(
 /// let opts = SynthOptions { classes: 3, per_class: 4, val_per_class: 1, side: 32, ..Default::default() };
 /// let report = synth_imagenet(out.path(), &opts, &|_, _| {})?;
 /// assert_eq!(report.synsets, ["s00000000", "s00000001", "s00000002"]);
-/// let train = Dataset::open(&out.path().join("train"))?;
+/// let train = Dataset::open_mapped(&out.path().join("train"))?;
 /// assert_eq!((train.len(), train.get(0)?.shape), (12, [3, 32, 32]));
-/// assert_eq!(Dataset::open(&out.path().join("val"))?.len(), 3);
+/// assert_eq!(Dataset::open_mapped(&out.path().join("val"))?.len(), 3);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///

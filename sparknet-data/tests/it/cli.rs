@@ -40,7 +40,7 @@ fn convert_inspect_mean_verify_and_dump() {
 
     let png = tmp.path().join("r0.png");
     ok(bin().arg("inspect").arg(&ds_dir).args(["--dump", "0", "--out"]).arg(&png));
-    let ds = Dataset::open(&ds_dir).unwrap();
+    let ds = Dataset::open_mapped(&ds_dir).unwrap();
     assert_eq!(image::open(&png).unwrap().to_luma8().as_raw(), ds.get(0).unwrap().payload);
 
     let mean = tmp.path().join("mean.binaryproto");
@@ -105,7 +105,7 @@ fn convert_images_and_cifar10_through_the_binary() {
         "--shard-size",
         "2",
     ]));
-    let ds = Dataset::open(&out).unwrap();
+    let ds = Dataset::open_mapped(&out).unwrap();
     assert_eq!((ds.len(), ds.shards().len(), ds.manifest().shape), (3, 2, Some([3, 12, 16])));
     assert_eq!(ds.manifest().classes, vec!["cat", "face"]);
     let mut labels: Vec<u32> = ds.iter().map(|r| r.unwrap().label).collect();

@@ -35,7 +35,7 @@ fn mnist_test_set_reproduces_the_idx_bytes() {
     let raw_i = gunzip(&imgs);
     let raw_l = gunzip(&labs);
     assert_eq!(&raw_i[..4], &[0, 0, 8, 3]);
-    let ds = Dataset::open(out.path()).unwrap();
+    let ds = Dataset::open_mapped(out.path()).unwrap();
     for i in 0..ds.len() {
         let r = ds.get(i).unwrap();
         assert_eq!(r.payload, &raw_i[16 + i * 784..16 + (i + 1) * 784], "pixels of record {i}");
@@ -82,7 +82,7 @@ fn cifar10_test_batch_reproduces_the_binary_bytes() {
     assert_eq!(m.classes[0], "airplane");
     let raw = gunzip(&data.join("cifar10/test_batch.bin.gz"));
     assert_eq!(raw.len(), 10_000 * 3073);
-    let ds = Dataset::open(out.path()).unwrap();
+    let ds = Dataset::open_mapped(out.path()).unwrap();
     let mut hist = [0usize; 10];
     for i in 0..ds.len() {
         let r = ds.get(i).unwrap();
@@ -109,7 +109,7 @@ fn cifar10_train_subset_and_missing_files() {
     .unwrap();
     assert_eq!(m.records, 1200);
     let raw = gunzip(&data.join("cifar10/data_batch_1.bin.gz"));
-    let ds = Dataset::open(out.path()).unwrap();
+    let ds = Dataset::open_mapped(out.path()).unwrap();
     let r = ds.get(1199).unwrap();
     assert_eq!((r.label, r.payload), (raw[1199 * 3073] as u32, &raw[1199 * 3073 + 1..1200 * 3073]));
     let empty = tempfile::tempdir().unwrap();
@@ -149,7 +149,7 @@ fn image_folders_encoded_keep_bytes_and_raw_store_bgr() {
     )
     .unwrap();
     assert_eq!((r.manifest.records, r.manifest.encoding), (3, Encoding::Encoded));
-    let ds = Dataset::open(enc.path()).unwrap();
+    let ds = Dataset::open_mapped(enc.path()).unwrap();
     assert_eq!(
         ds.get(0).unwrap().payload,
         &std::fs::read(root.path().join("a/1.jpg")).unwrap()[..]
@@ -168,7 +168,7 @@ fn image_folders_encoded_keep_bytes_and_raw_store_bgr() {
         (r.manifest.shape, r.manifest.channel_order),
         (Some([3, 12, 16]), ChannelOrder::Bgr)
     );
-    let ds = Dataset::open(raw.path()).unwrap();
+    let ds = Dataset::open_mapped(raw.path()).unwrap();
     let want = cat.resize_exact(16, 12, image::imageops::FilterType::Triangle).to_rgb8();
     let got = ds.get(0).unwrap().payload;
     for (x, y, p) in want.enumerate_pixels() {
@@ -200,12 +200,12 @@ fn list_file_shuffle_shorter_side_and_corrupt_images() {
         }
         e => panic!("expected BadImage, got {e}"),
     }
-    assert!(Dataset::open(out.path()).is_err(), "nothing committed after a failure");
+    assert!(Dataset::open_mapped(out.path()).is_err(), "nothing committed after a failure");
     let opts = ImageOptions { skip_corrupt: true, shuffle: Some(5), ..opts };
     let r =
         images::convert_images(items.clone(), classes.clone(), out.path(), &opts, &noop).unwrap();
     assert_eq!((r.manifest.records, r.skipped.len()), (3, 1));
-    let ds = Dataset::open(out.path()).unwrap();
+    let ds = Dataset::open_mapped(out.path()).unwrap();
     let mut labels = Vec::new();
     for i in 0..3 {
         let rec = ds.get(i).unwrap();
@@ -215,7 +215,7 @@ fn list_file_shuffle_shorter_side_and_corrupt_images() {
     // The same seed gives the same order.
     let again = tempfile::tempdir().unwrap();
     images::convert_images(items, classes, again.path(), &opts, &noop).unwrap();
-    let ds2 = Dataset::open(again.path()).unwrap();
+    let ds2 = Dataset::open_mapped(again.path()).unwrap();
     assert_eq!(labels, (0..3).map(|i| ds2.get(i).unwrap().label).collect::<Vec<_>>());
     let bad_list = root.path().join("bad.txt");
     std::fs::write(&bad_list, "a/1.jpg zero\n").unwrap();

@@ -26,7 +26,7 @@ fn flipped_payload_byte_is_a_crc_mismatch_naming_shard_and_record() {
     let at =
         Shard::open(&shard, &OpenOptions::new()).unwrap().entry(4).unwrap().offset as usize + 17;
     patch(&shard, |b| b[at] ^= 0x40);
-    let ds = Dataset::open(dir.path()).unwrap();
+    let ds = Dataset::open_mapped(dir.path()).unwrap();
     assert!(ds.get(3).is_ok());
     match ds.get(4) {
         Err(Error::CrcMismatch { path, record, stored, computed }) => {
@@ -51,7 +51,7 @@ fn truncated_shard_is_reported_as_truncated() {
         let (dir, shard) = dataset_with_one_shard(6);
         let len = std::fs::metadata(&shard).unwrap().len() as usize;
         patch(&shard, |b| b.truncate(len.saturating_sub(cut)));
-        match Dataset::open(dir.path()) {
+        match Dataset::open_mapped(dir.path()) {
             Err(Error::Truncated { path, what }) => {
                 assert_eq!(path, shard);
                 assert!(what.contains("bytes"), "{what}");
@@ -69,7 +69,7 @@ fn damaged_index_fails_its_crc() {
         Header::decode(h.bytes()[..HEADER_LEN].try_into().unwrap()).index_offset as usize;
     drop(h);
     patch(&shard, |b| b[index_at + 2 * INDEX_ENTRY_LEN + 9] ^= 1);
-    match Dataset::open(dir.path()) {
+    match Dataset::open_mapped(dir.path()) {
         Err(Error::CorruptIndex { path, reason }) => {
             assert_eq!(path, shard);
             assert!(reason.contains("index CRC-32C"), "{reason}");
@@ -94,7 +94,7 @@ fn index_entry_pointing_outside_the_payload_area_names_the_record() {
         let f = b.len() - FOOTER_LEN;
         b[f + 16..f + 20].copy_from_slice(&crc.to_le_bytes());
     });
-    match Dataset::open(dir.path()) {
+    match Dataset::open_mapped(dir.path()) {
         Err(Error::CorruptIndex { path, reason }) => {
             assert_eq!(path, shard);
             assert!(
@@ -110,7 +110,7 @@ fn index_entry_pointing_outside_the_payload_area_names_the_record() {
 fn bad_magic_and_bad_version_are_named() {
     let (dir, shard) = dataset_with_one_shard(2);
     patch(&shard, |b| b[..4].copy_from_slice(b"GIF8"));
-    match Dataset::open(dir.path()) {
+    match Dataset::open_mapped(dir.path()) {
         Err(Error::BadMagic { path, found }) => {
             assert_eq!((path, &found[..4]), (shard.clone(), &b"GIF8"[..]))
         }
@@ -123,7 +123,7 @@ fn bad_magic_and_bad_version_are_named() {
         let h = Header { version: 9, ..Header::decode(&head) };
         b[..HEADER_LEN].copy_from_slice(&h.encode());
     });
-    match Dataset::open(dir.path()) {
+    match Dataset::open_mapped(dir.path()) {
         Err(Error::BadVersion { path, found, supported }) => {
             assert_eq!((path, found, supported), (shard, 9, 1))
         }
@@ -136,7 +136,7 @@ fn flipped_header_byte_fails_the_header_crc() {
     let (dir, shard) = dataset_with_one_shard(2);
     patch(&shard, |b| b[20] ^= 0x01); // inside record_count
     assert!(
-        matches!(Dataset::open(dir.path()), Err(Error::CorruptHeader { ref path, .. }) if *path == shard)
+        matches!(Dataset::open_mapped(dir.path()), Err(Error::CorruptHeader { ref path, .. }) if *path == shard)
     );
 }
 
@@ -145,7 +145,7 @@ fn tiny_or_empty_files_are_truncated_not_panics() {
     let (dir, shard) = dataset_with_one_shard(1);
     for len in [0usize, 7, HEADER_LEN, HEADER_LEN + 5] {
         patch(&shard, |b| b.truncate(len));
-        let e = Dataset::open(dir.path()).err().expect("must fail");
+        let e = Dataset::open_mapped(dir.path()).err().expect("must fail");
         assert!(matches!(e, Error::Truncated { .. }), "len {len}: {e}");
     }
 }
@@ -156,11 +156,11 @@ fn manifest_problems_are_reported() {
     let mpath = dir.path().join("manifest.json");
     let text = std::fs::read_to_string(&mpath).unwrap();
     std::fs::write(&mpath, text.replace("\"records\": 3,", "\"records\": 4,")).unwrap();
-    assert!(matches!(Dataset::open(dir.path()), Err(Error::Manifest { .. })));
+    assert!(matches!(Dataset::open_mapped(dir.path()), Err(Error::Manifest { .. })));
     std::fs::write(&mpath, "{ not json").unwrap();
-    assert!(matches!(Dataset::open(dir.path()), Err(Error::Manifest { .. })));
+    assert!(matches!(Dataset::open_mapped(dir.path()), Err(Error::Manifest { .. })));
     std::fs::remove_file(&mpath).unwrap();
-    assert!(matches!(Dataset::open(dir.path()), Err(Error::Io { .. })));
+    assert!(matches!(Dataset::open_mapped(dir.path()), Err(Error::Io { .. })));
 }
 
 #[test]
@@ -171,7 +171,7 @@ fn label_out_of_range_names_shard_and_record() {
         serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
     m["classes"] = serde_json::json!(["a", "b", "c"]);
     std::fs::write(&mpath, m.to_string()).unwrap();
-    match Dataset::open(dir.path()) {
+    match Dataset::open_mapped(dir.path()) {
         Err(Error::BadRecord { path, record, reason }) => {
             assert_eq!((path, record), (shard, 3));
             assert!(reason.contains("label 3 is out of range for 3 classes"), "{reason}");

@@ -75,7 +75,7 @@ fn ilsvrc_val_photos_convert_with_caffe_labels_and_shorter_side_256() {
     assert_eq!(r.skipped(), 0);
 
     let labels = photo_labels(&a);
-    let val = Dataset::open(&out.join("val")).unwrap();
+    let val = Dataset::open_mapped(&out.join("val")).unwrap();
     assert_eq!(val.len(), 50);
     assert_eq!(val.manifest().classes.len(), 1000);
     let mut d = Decoder::new();
@@ -90,7 +90,7 @@ fn ilsvrc_val_photos_convert_with_caffe_labels_and_shorter_side_256() {
     }
 
     // Train: the labels come from the folders through the synset list, shuffled.
-    let tr = Dataset::open(&out.join("train")).unwrap();
+    let tr = Dataset::open_mapped(&out.join("train")).unwrap();
     assert_eq!(tr.len(), 50);
     let mut got: Vec<u32> = tr.iter().map(|r| r.unwrap().label).collect();
     let in_class_order: Vec<u32> = {
@@ -113,7 +113,7 @@ fn ilsvrc_val_photos_convert_with_caffe_labels_and_shorter_side_256() {
     let src = ImagenetSource { train: None, ..src };
     let opts = ImagenetOptions { resize: Resize::None, ..Default::default() };
     ImagenetPlan::scan(&src).unwrap().convert(&keep, &opts, &none).unwrap();
-    let kv = Dataset::open(&keep.join("val")).unwrap();
+    let kv = Dataset::open_mapped(&keep.join("val")).unwrap();
     for (i, (name, _)) in labels.iter().enumerate() {
         let file = std::fs::read(a.join("data/images/imagenet_val").join(name)).unwrap();
         assert_eq!(kv.get(i).unwrap().payload, &file[..], "{name} stored as is");
@@ -182,7 +182,7 @@ fn truncated_jpeg_fails_naming_file_and_class_or_is_skipped_and_counted() {
         e => panic!("expected BadImage, got {e}"),
     }
     assert!(e.to_string().contains("cut.JPEG") && e.to_string().contains("n02"), "{e}");
-    assert!(Dataset::open(&out.join("train")).is_err(), "nothing committed");
+    assert!(Dataset::open_mapped(&out.join("train")).is_err(), "nothing committed");
     assert!(!out.join(SYNSETS_FILE).exists());
     // No stray temporary files either.
     let left: Vec<_> = std::fs::read_dir(out.join("train")).unwrap().flatten().collect();
@@ -197,7 +197,7 @@ fn truncated_jpeg_fails_naming_file_and_class_or_is_skipped_and_counted() {
     let named: Vec<String> = t.skipped.iter().map(|e| e.to_string()).collect();
     assert!(named.iter().any(|m| m.contains("empty.JPEG") && m.contains("class n01")), "{named:?}");
     assert!(named.iter().any(|m| m.contains("cut.JPEG") && m.contains("class n02")), "{named:?}");
-    assert_eq!(Dataset::open(&out.join("train")).unwrap().len(), 3);
+    assert_eq!(Dataset::open_mapped(&out.join("train")).unwrap().len(), 3);
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn val_labels_by_index_or_synset_and_unlabelled_files() {
     let opts = ImagenetOptions { on_bad: OnBad::Skip, ..Default::default() };
     let r = plan.convert(&out, &opts, &none).unwrap();
     assert_eq!(r.val.as_ref().unwrap().skipped.len(), 1);
-    let v = Dataset::open(&out.join("val")).unwrap();
+    let v = Dataset::open_mapped(&out.join("val")).unwrap();
     assert_eq!((v.get(0).unwrap().label, v.get(1).unwrap().label), (1, 0));
     assert_eq!(v.manifest().classes, vec!["n01", "n02"]);
 
@@ -279,7 +279,7 @@ fn cli_convert_imagenet_on_bad_flag_and_compute_mean() {
     assert!(skip.status.success(), "{se}");
     assert!(so.contains("train: 4 records") && so.contains("1 skipped"), "{so}");
     assert!(se.contains("skipped:") && se.contains("cut.JPEG"), "{se}");
-    let ds = Dataset::open(&out.join("train")).unwrap();
+    let ds = Dataset::open_mapped(&out.join("train")).unwrap();
     let shapes: Vec<[u32; 3]> = ds.iter().map(|r| r.unwrap().shape).collect();
     assert!(shapes.contains(&[3, 256, 381]), "fish-bike 481x323 -> 381x256: {shapes:?}");
     assert!(shapes.iter().all(|s| s[1].min(s[2]) == 256));
@@ -325,8 +325,10 @@ fn synthetic_imagenet_is_deterministic_in_the_converter_layout() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| synth_imagenet(&b, &opts, &none)).unwrap();
     for split in ["train", "val"] {
-        let (da, db) =
-            (Dataset::open(&a.join(split)).unwrap(), Dataset::open(&b.join(split)).unwrap());
+        let (da, db) = (
+            Dataset::open_mapped(&a.join(split)).unwrap(),
+            Dataset::open_mapped(&b.join(split)).unwrap(),
+        );
         assert_eq!(da.len(), if split == "train" { 30 } else { 10 });
         let mut hist = [0usize; 5];
         for i in 0..da.len() {
@@ -337,7 +339,7 @@ fn synthetic_imagenet_is_deterministic_in_the_converter_layout() {
         }
         assert!(hist.iter().all(|&n| n == da.len() / 5), "{hist:?}");
     }
-    let tr = Dataset::open(&a.join("train")).unwrap();
+    let tr = Dataset::open_mapped(&a.join("train")).unwrap();
     assert_eq!(tr.shards().len(), 5, "30 records in shards of 7");
     let first: Vec<u32> = (0..5).map(|i| tr.get(i).unwrap().label).collect();
     assert_ne!(first, vec![0, 1, 2, 3, 4], "train is shuffled");
@@ -348,8 +350,8 @@ fn synthetic_imagenet_is_deterministic_in_the_converter_layout() {
     // Another seed, other images.
     let c = tmp.path().join("c");
     synth_imagenet(&c, &SynthOptions { seed: 4, ..opts }, &none).unwrap();
-    let dc = Dataset::open(&c.join("val")).unwrap();
-    let da = Dataset::open(&a.join("val")).unwrap();
+    let dc = Dataset::open_mapped(&c.join("val")).unwrap();
+    let da = Dataset::open_mapped(&a.join("val")).unwrap();
     assert_ne!(da.get(0).unwrap().payload, dc.get(0).unwrap().payload);
     // The loader reads it as it reads a converted set.
     let config = LoaderConfig {

@@ -16,7 +16,7 @@ fn indexed(n: usize) -> Vec<Rec> {
 }
 
 fn open(dir: &std::path::Path) -> Arc<Dataset> {
-    Arc::new(Dataset::open(dir).unwrap())
+    Arc::new(Dataset::open_mapped(dir).unwrap())
 }
 
 #[test]

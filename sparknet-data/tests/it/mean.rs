@@ -11,7 +11,7 @@ fn mean_of_raw_records_is_exact_and_round_trips_through_binaryproto() {
     let recs: Vec<Rec> =
         [1u8, 2, 6].iter().map(|&k| (0, [2, 1, 2], vec![k, 2 * k, 3 * k, 255 - k])).collect();
     write(dir.path(), Encoding::RawU8, 2, &recs);
-    let ds = Dataset::open(dir.path()).unwrap();
+    let ds = Dataset::open_mapped(dir.path()).unwrap();
     let report = compute_mean(&ds, false, &|_| {}).unwrap();
     assert_eq!(report.records, 3);
     assert_eq!(
@@ -31,7 +31,7 @@ fn differing_shapes_are_an_error_naming_the_record() {
     let dir = tempfile::tempdir().unwrap();
     let recs: Vec<Rec> = vec![(0, [1, 2, 2], vec![0; 4]), (0, [1, 2, 3], vec![0; 6])];
     write(dir.path(), Encoding::RawU8, 1, &recs);
-    let ds = Dataset::open(dir.path()).unwrap();
+    let ds = Dataset::open_mapped(dir.path()).unwrap();
     let e = compute_mean(&ds, true, &|_| {}).unwrap_err();
     assert!(e.to_string().contains("record 0") && e.to_string().contains("differs"), "{e}");
 }

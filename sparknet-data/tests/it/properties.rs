@@ -102,7 +102,7 @@ proptest! {
             .map(|(i, &n)| (i as u32, [1, 1, n as u32], (0..n).map(|k| (k + i) as u8).collect()))
             .collect();
         let m = write(dir.path(), Encoding::RawU8, shard_size, &recs);
-        let ds = Dataset::open(dir.path()).unwrap();
+        let ds = Dataset::open_mapped(dir.path()).unwrap();
         let mut global = 0;
         for (k, info) in m.shards.iter().enumerate() {
             let shard = Shard::open(&dir.path().join(&info.file), &OpenOptions::new()).unwrap();

@@ -10,7 +10,7 @@ fn raw_u8_round_trip_across_shards() {
     let recs = raw_records(23);
     let m = write(dir.path(), Encoding::RawU8, 5, &recs);
     assert_eq!((m.records, m.shards.len(), m.shape), (23, 5, Some([3, 4, 5])));
-    let ds = Dataset::open(dir.path()).unwrap();
+    let ds = Dataset::open_mapped(dir.path()).unwrap();
     assert_eq!(ds.len(), 23);
     for (i, (label, shape, payload)) in recs.iter().enumerate() {
         let r = ds.get(i).unwrap();
@@ -52,7 +52,7 @@ fn f32_round_trip_keeps_every_bit() {
         .map(|(i, v)| (i as u32, [2, 3, 3], v.iter().flat_map(|x| x.to_le_bytes()).collect()))
         .collect();
     write(dir.path(), Encoding::F32, 3, &recs);
-    let ds = Dataset::open(dir.path()).unwrap();
+    let ds = Dataset::open_mapped(dir.path()).unwrap();
     let mut d = Decoder::new();
     for (i, v) in vals.iter().enumerate() {
         let r = ds.get(i).unwrap();
@@ -78,7 +78,7 @@ fn encoded_jpeg_and_png_are_kept_byte_for_byte_and_decode_to_bgr() {
     let dir = tempfile::tempdir().unwrap();
     let recs: Vec<Rec> = vec![(3, [3, 0, 0], jpeg.clone()), (5, [3, 0, 0], png.clone())];
     write(dir.path(), Encoding::Encoded, 10, &recs);
-    let ds = Dataset::open(dir.path()).unwrap();
+    let ds = Dataset::open_mapped(dir.path()).unwrap();
     assert_eq!(ds.get(0).unwrap().payload, &jpeg[..]);
     assert_eq!(ds.get(1).unwrap().payload, &png[..]);
     let mut d = Decoder::new();
@@ -120,7 +120,7 @@ fn rewriting_replaces_the_old_generation_and_an_abandoned_writer_changes_nothing
             w.append(l, s, &p).unwrap();
         }
     }
-    let ds = Dataset::open(dir.path()).unwrap();
+    let ds = Dataset::open_mapped(dir.path()).unwrap();
     assert_eq!(ds.len(), 7);
     let n = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(n, second.shards.len() + 1, "only the shards and the manifest remain");

@@ -20,8 +20,8 @@ fn without_mnist_the_default_trains_on_synthetic_digits_and_says_so() {
     let found = prepare(Some(empty.path()), None, tmp.path()).unwrap();
     assert!(!found.mnist);
     assert!(found.note.contains("SPARKNET_DATA"), "{}", found.note);
-    let train = sparknet_data::Dataset::open(&found.train).unwrap();
-    let test = sparknet_data::Dataset::open(&found.test).unwrap();
+    let train = sparknet_data::Dataset::open_mapped(&found.train).unwrap();
+    let test = sparknet_data::Dataset::open_mapped(&found.test).unwrap();
     assert_eq!((train.len(), test.len()), (SYNTHETIC_TRAIN, SYNTHETIC_TEST));
 
     // The default net binds both phases to them and tests at chance level before training.
@@ -80,6 +80,6 @@ fn idx_files_in_sparknet_data_are_converted() {
     let tmp = tempfile::tempdir().unwrap();
     let found = prepare(Some(data.path()), None, tmp.path()).unwrap();
     assert!(found.mnist && found.note.contains("MNIST"), "{}", found.note);
-    assert_eq!(sparknet_data::Dataset::open(&found.train).unwrap().len(), 30);
-    assert_eq!(sparknet_data::Dataset::open(&found.test).unwrap().len(), 20);
+    assert_eq!(sparknet_data::Dataset::open_mapped(&found.train).unwrap().len(), 30);
+    assert_eq!(sparknet_data::Dataset::open_mapped(&found.test).unwrap().len(), 20);
 }

@@ -98,6 +98,7 @@ pub mod launch;
 mod local;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
+pub mod outer;
 pub mod plan;
 pub mod solver_worker;
 pub mod trainer;

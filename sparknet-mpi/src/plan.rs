@@ -44,6 +44,8 @@ pub struct TrainOptions {
     /// Solver history at averaging rounds (`--history local|reset|average`; `None`: local, as
     /// SparkNet kept it).
     pub history: Option<crate::StatePolicy>,
+    /// The outer optimizer at averaging rounds (`--outer`, `--outer-lr`, `--outer-momentum`).
+    pub outer: crate::outer::OuterConfig,
 }
 
 /// A resolved run.
@@ -175,6 +177,14 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
         comm_delay: opts.comm_delay,
         stop: None,
         history: opts.history.unwrap_or(crate::StatePolicy::Local),
+        outer: opts.outer,
+        // A snapshot's outer state sits beside its solverstate, when the run that wrote it had one.
+        outer_resume: opts
+            .resume
+            .as_deref()
+            .filter(|_| !opts.outer.is_average())
+            .map(crate::outer::OuterOptimizer::state_path)
+            .filter(|p| p.is_file()),
     };
     Ok(Plan {
         solver,

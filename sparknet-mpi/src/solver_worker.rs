@@ -140,6 +140,10 @@ impl Worker for SolverWorker {
             .map(Vec::as_mut_slice)
             .ok_or_else(|| Error::Config(format!("history set {set} of {sets}")))
     }
+    fn plain_ranges(&mut self) -> Result<Vec<std::ops::Range<usize>>> {
+        let table = self.solver.net_mut().param_table()?;
+        Ok(table.iter().filter(|e| e.lr_mult == 0.0).map(|e| e.offset..e.offset + e.len).collect())
+    }
     fn test(&mut self, comm: &dyn Collective) -> Result<TestScores> {
         let Some((specs, feed)) = &self.test else { return Err(Error::NoTestData) };
         // A fresh pass over the partition each time (the last batch may be partial).

@@ -170,6 +170,14 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Writes a binary `BlobProto` (`.binaryproto`) atomically.
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn write_binaryproto(path: impl AsRef<Path>, blob: &BlobProto) -> Result<()> {
+    atomic_write(path.as_ref(), &blob.encode_to_vec())
+}
+
 /// Reads a binary `BlobProto` (`.binaryproto`, e.g. a mean image).
 ///
 /// # Errors

@@ -28,6 +28,7 @@ use clap::Parser;
 use sparknet_mpi::bind::{FeedConfig, PhaseData, data_layers};
 use sparknet_mpi::eval::evaluate;
 use sparknet_mpi::launch::{launcher_rank, run};
+use sparknet_mpi::outer::{OuterConfig, OuterRule};
 use sparknet_mpi::plan::{TrainOptions, parse_history, plan};
 use sparknet_mpi::trainer::{Event, Summary, SyncMode};
 use sparknet_mpi::{Error, LocalComm, Result, StatePolicy};
@@ -82,6 +83,16 @@ struct Args {
     /// SparkNet did), `reset` (zeroed) or `average` (averaged like the weights).
     #[arg(long, default_value = "local", value_parser = parse_history)]
     history: StatePolicy,
+    /// What an averaging round does with the replicas' mean: `average` (SparkNet), or an outer
+    /// optimizer on the round's pseudo-gradient, `nesterov` (DiLoCo) or `sgd-momentum` (SlowMo).
+    #[arg(long, default_value = "average")]
+    outer: OuterRule,
+    /// The outer learning rate (default: 0.7 for nesterov and sgd-momentum; 1 for average).
+    #[arg(long, value_name = "LR")]
+    outer_lr: Option<f32>,
+    /// The outer momentum (default: 0.9 for nesterov and sgd-momentum; 0 for average).
+    #[arg(long, value_name = "M")]
+    outer_momentum: Option<f32>,
     /// Milliseconds added to every communication round (slow-network experiments).
     #[arg(long, default_value_t = 0.0, value_name = "MS")]
     comm_delay_ms: f64,
@@ -167,6 +178,25 @@ fn eval(args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn outer_config(args: &Args) -> Result<OuterConfig> {
+    let base = match args.outer {
+        OuterRule::Average => OuterConfig::default(),
+        rule => OuterConfig { rule, ..OuterConfig::diloco() },
+    };
+    if args.outer == OuterRule::Average
+        && (args.outer_lr.is_some() || args.outer_momentum.is_some())
+    {
+        return Err(Error::Config(
+            "--outer-lr and --outer-momentum need --outer nesterov or sgd-momentum".into(),
+        ));
+    }
+    Ok(OuterConfig {
+        lr: args.outer_lr.unwrap_or(base.lr),
+        momentum: args.outer_momentum.unwrap_or(base.momentum),
+        ..base
+    })
+}
+
 fn options(args: &Args) -> Result<TrainOptions> {
     let seconds = |s: f64, flag: &str| {
         Duration::try_from_secs_f64(s)
@@ -193,6 +223,7 @@ fn options(args: &Args) -> Result<TrainOptions> {
         comm_delay: seconds(args.comm_delay_ms / 1000.0, "--comm-delay-ms")?,
         time_budget: args.time_budget.map(|s| seconds(s, "--time-budget")).transpose()?,
         history: Some(args.history),
+        outer: outer_config(args)?,
     })
 }
 

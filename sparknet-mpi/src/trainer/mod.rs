@@ -32,6 +32,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::eval::TestScores;
+use crate::outer::OuterConfig;
 use crate::{Collective, Error, Result, StatePolicy};
 
 mod events;
@@ -95,6 +96,11 @@ pub struct LoopConfig {
     /// more allreduce per history set). BatchNorm statistics live in the parameter buffer and
     /// are always averaged.
     pub history: StatePolicy,
+    /// What an averaging round does with the replicas' mean: SparkNet's plain average (the
+    /// default, bit for bit), or an outer optimizer on the round's pseudo-gradient.
+    pub outer: OuterConfig,
+    /// The outer optimizer's state to resume from (a snapshot's `.outerstate`).
+    pub outer_resume: Option<PathBuf>,
 }
 
 impl Default for LoopConfig {
@@ -113,6 +119,8 @@ impl Default for LoopConfig {
             comm_delay: Duration::ZERO,
             stop: None,
             history: StatePolicy::Local,
+            outer: OuterConfig::default(),
+            outer_resume: None,
         }
     }
 }
@@ -205,6 +213,15 @@ pub trait Worker {
     /// `set` out of range.
     fn history(&mut self, set: usize) -> Result<&mut [f32]> {
         Err(Error::Config(format!("this worker has no solver history set {set}")))
+    }
+    /// Ranges of [`params`](Worker::params) that are not learned by gradient (BatchNorm
+    /// statistics, blobs with `lr_mult: 0`): an outer optimizer only averages them. Default:
+    /// none.
+    ///
+    /// # Errors
+    /// As [`params`](Worker::params).
+    fn plain_ranges(&mut self) -> Result<Vec<std::ops::Range<usize>>> {
+        Ok(Vec::new())
     }
     /// A test pass over this rank's test partition, reduced over `comm` (every rank calls it).
     ///

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Event, LoopConfig, Summary, SyncMode, Worker};
 use crate::eval::TestScores;
+use crate::outer::OuterOptimizer;
 use crate::{Averager, Collective, Error, Result, StatePolicy};
 
 #[derive(Default)]
@@ -75,6 +76,8 @@ struct Trainer<'a, C: ?Sized, W: ?Sized> {
     total_comm: Duration,
     lr: Option<f32>,
     last_loss: Option<f32>,
+    /// The outer optimizer (`None` for SparkNet's plain average).
+    outer: Option<OuterOptimizer>,
 }
 
 impl<'a, C, W> Trainer<'a, C, W>
@@ -101,6 +104,16 @@ where
             worker.params_changed()?;
         }
         let win = Window { data_wait_at: worker.data_wait(), ..Window::default() };
+        let outer = if config.outer.is_average() {
+            None
+        } else {
+            let plain = worker.plain_ranges()?;
+            let mut outer = OuterOptimizer::new(config.outer, worker.params()?.len(), plain);
+            if let Some(state) = &config.outer_resume {
+                outer.load(state)?;
+            }
+            Some(outer)
+        };
         Ok(Trainer {
             comm,
             worker,
@@ -113,6 +126,7 @@ where
             total_comm: Duration::ZERO,
             lr: None,
             last_loss: None,
+            outer,
         })
     }
 
@@ -184,6 +198,9 @@ where
     /// update's pass), so that the allreduce-sum is the mean.
     fn local_round(&mut self, steps: u64) -> Result<()> {
         let inv_k = 1.0 / self.comm.size() as f32;
+        if let Some(outer) = &mut self.outer {
+            outer.begin_round(self.worker.params()?);
+        }
         let t = Instant::now();
         for i in 0..steps {
             let out = if self.multi() && i + 1 == steps {
@@ -201,9 +218,14 @@ where
             } else {
                 self.averager.average(self.comm, self.worker.params()?)?
             };
-            self.worker.params_changed()?;
             self.add_comm(stats.comm);
             self.average_history()?;
+        }
+        if let Some(outer) = &mut self.outer {
+            outer.apply(self.worker.params()?);
+        }
+        if self.communicates() || self.outer.is_some() {
+            self.worker.params_changed()?;
         }
         Ok(())
     }
@@ -253,7 +275,7 @@ where
         let test_now = crossed(before, after, config.test_interval) && !end;
         let snap_now = crossed(before, after, config.snapshot) && !end;
         let display_now = crossed(before, after, config.display);
-        let files = if snap_now && self.root() { self.worker.snapshot()? } else { Vec::new() };
+        let files = if snap_now && self.root() { self.snapshot()? } else { Vec::new() };
         if test_now || display_now {
             let scores = if test_now { Some(self.test()?) } else { None };
             self.report(scores, files)
@@ -267,7 +289,7 @@ where
 
     /// A stop request: rank 0 snapshots, no final test.
     fn interrupted(mut self) -> Result<Summary> {
-        let files = if self.root() { self.worker.snapshot()? } else { Vec::new() };
+        let files = if self.root() { self.snapshot()? } else { Vec::new() };
         self.report(None, files)?;
         Ok(self.summary(None, false, true))
     }
@@ -280,7 +302,7 @@ where
             Err(e) => return Err(e),
         };
         let files = if self.root() && self.config.snapshot_after_train {
-            self.worker.snapshot()?
+            self.snapshot()?
         } else {
             Vec::new()
         };
@@ -299,6 +321,17 @@ where
             stopped_by_time: by_time,
             interrupted,
         }
+    }
+
+    /// The worker's snapshot (rank 0), and the outer optimizer's state beside its model file.
+    fn snapshot(&mut self) -> Result<Vec<PathBuf>> {
+        let mut files = self.worker.snapshot()?;
+        if let (Some(outer), Some(model)) = (&self.outer, files.first()) {
+            let path = OuterOptimizer::state_path(model);
+            outer.save(&path)?;
+            files.push(path);
+        }
+        Ok(files)
     }
 
     fn test(&mut self) -> Result<TestScores> {

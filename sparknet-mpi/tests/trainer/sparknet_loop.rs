@@ -331,3 +331,73 @@ fn a_stop_request_on_one_rank_stops_every_rank() {
         assert_eq!(snapshots, u64::from(rank == 0));
     }
 }
+
+/// `--outer average` is SparkNet's rule whatever rate and momentum are given: the same bits as
+/// the default loop.
+#[test]
+fn outer_average_is_the_plain_average_bit_for_bit() {
+    use sparknet_mpi::outer::{OuterConfig, OuterRule};
+    let run = |outer: OuterConfig| {
+        LocalGroup::new(2)
+            .unwrap()
+            .run(|comm| {
+                let mut w = Lsq::partitioned(comm.rank(), 2, 3);
+                let cfg = LoopConfig { outer, ..config(3, 9) };
+                train(&comm, &mut w, &cfg, &mut |_| {}).unwrap();
+                w.w.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    let plain = run(OuterConfig::default());
+    let odd = run(OuterConfig { rule: OuterRule::Average, lr: 0.3, momentum: 0.5 });
+    assert_eq!(plain, odd);
+}
+
+/// DiLoCo's rule over two rounds of K = 2, tau = 2, computed by hand: delta = w0 - mean,
+/// m = mu m + delta, w = w0 - lr (delta + mu m).
+#[test]
+fn nesterov_outer_rule_matches_a_hand_computed_two_round_example() {
+    use sparknet_mpi::outer::OuterConfig;
+    let (lr, mu) = (0.7f32, 0.9f32);
+    let mut reps = [Lsq::partitioned(0, 2, 3), Lsq::partitioned(1, 2, 3)];
+    let mut w0 = reps[0].w.clone();
+    let mut m = [0f32; DIM];
+    for _round in 0..2 {
+        for r in &mut reps {
+            r.w.clone_from(&w0);
+            for _ in 0..2 {
+                r.step().unwrap();
+            }
+        }
+        for j in 0..DIM {
+            let mean = (reps[0].w[j] + reps[1].w[j]) * 0.5;
+            let delta = w0[j] - mean;
+            m[j] = mu * m[j] + delta;
+            w0[j] -= lr * (delta + mu * m[j]);
+        }
+    }
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 3);
+            let cfg = LoopConfig { outer: OuterConfig::diloco(), ..config(2, 4) };
+            train(&comm, &mut w, &cfg, &mut |_| {}).unwrap();
+            w.w
+        })
+        .unwrap();
+    for w in out {
+        for (a, b) in w.iter().zip(&w0) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{w:?} vs by hand {w0:?}");
+        }
+    }
+    // Not the plain average.
+    let plain = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(comm.rank(), 2, 3);
+            train(&comm, &mut w, &config(2, 4), &mut |_| {}).unwrap();
+            w.w
+        })
+        .unwrap();
+    assert!(plain[0].iter().zip(&w0).any(|(a, b)| (a - b).abs() > 1e-4));
+}

@@ -44,13 +44,23 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
-    /// A bottom blob is not produced by any earlier layer or input.
-    #[error("layer '{layer}': bottom blob '{blob}' is not produced by any earlier layer or input")]
+    /// A bottom blob is not produced by any earlier layer or input. When layers left out by
+    /// the net state's phase/level/stage rules (or layers further down the file) would produce
+    /// it, they are listed with what they need.
+    #[error(
+        "layer '{layer}': bottom blob '{blob}' is not produced by any earlier layer or input{}",
+        producers_text(state, producers)
+    )]
     MissingBlob {
         /// The layer's name.
         layer: String,
         /// The missing blob.
         blob: String,
+        /// The net state the net was filtered with, in words (`phase TEST, level 0, no stages`;
+        /// empty when unknown).
+        state: String,
+        /// Layers that write the blob but are not before `layer` in this state.
+        producers: Vec<Producer>,
     },
     /// A layer received the wrong number of bottoms or tops.
     #[error("layer '{layer}' ({kind}): expected {expected} {what} blobs, got {got}")]
@@ -81,6 +91,15 @@ pub enum Error {
     /// A request names something the net does not have (a blob, a layer, an input).
     #[error("{0}")]
     NotFound(String),
+    /// An error about the contents of a file that the inner error does not name: a layer of a
+    /// net file, a blob of a caffemodel.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong inside it.
+        source: Box<Error>,
+    },
     /// An error from candle.
     #[error("candle: {0}")]
     Candle(#[from] candle::Error),
@@ -90,6 +109,43 @@ pub enum Error {
     /// A solver update or solver state that does not fit the net.
     #[error(transparent)]
     Solver(#[from] crate::solver::UpdateError),
+}
+
+/// A layer that writes a missing blob, with what it would take for it to run before the reader
+/// (see [`Error::MissingBlob`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Producer {
+    /// The producing layer's name.
+    pub layer: String,
+    /// What the layer needs, in words: `phase TEST and stage 'test-on-test'`, or `to come before
+    /// layer 'x' (it is further down the file)`.
+    pub needs: String,
+    /// The stages one of its include rules requires, for a `--stage` hint (may be empty).
+    pub stages: Vec<String>,
+}
+
+fn producers_text(state: &str, producers: &[Producer]) -> String {
+    let mut out = String::new();
+    if !state.is_empty() {
+        out.push_str(&format!(" in this net state ({state})"));
+    }
+    if producers.is_empty() {
+        return out;
+    }
+    let list: Vec<String> =
+        producers.iter().map(|p| format!("layer '{}' (needs {})", p.layer, p.needs)).collect();
+    out.push_str(&format!("; it would be produced by {}", list.join(", or ")));
+    let mut stages: Vec<&str> = Vec::new();
+    for s in producers.iter().flat_map(|p| &p.stages) {
+        if !stages.contains(&s.as_str()) {
+            stages.push(s);
+        }
+    }
+    if !stages.is_empty() {
+        let flags: Vec<String> = stages.iter().map(|s| format!("--stage {s}")).collect();
+        out.push_str(&format!(" (select a stage with {})", flags.join(" or ")));
+    }
+    out
 }
 
 /// The crate's result type.
@@ -105,7 +161,9 @@ impl Error {
         }
     }
 
-    /// Adds the net file's name to an [`Error::Unsupported`] (other errors pass through).
+    /// Names the file an error is about: an [`Error::Unsupported`] gets " in FILE" added, an
+    /// error that names no file yet is wrapped in [`Error::InFile`]; errors that already name
+    /// one ([`Error::Io`], [`Error::Parse`], [`Error::InFile`]) pass through.
     pub fn in_file(self, path: &std::path::Path) -> Self {
         match self {
             Error::Unsupported { layer, kind, context } => Error::Unsupported {
@@ -113,6 +171,15 @@ impl Error {
                 kind,
                 context: format!("{context} in {}", path.display()),
             },
+            e @ (Error::Io { .. } | Error::Parse { .. } | Error::InFile { .. }) => e,
+            e => Error::InFile { path: path.to_path_buf(), source: Box::new(e) },
+        }
+    }
+
+    /// The error inside any [`Error::InFile`] wrappers.
+    pub fn innermost(&self) -> &Error {
+        match self {
+            Error::InFile { source, .. } => source.innermost(),
             e => e,
         }
     }

@@ -67,6 +67,7 @@ pub mod cpu;
 pub mod error;
 pub mod fillers;
 pub mod graph;
+pub mod health;
 pub mod layers;
 pub mod load;
 pub mod malloc;
@@ -78,7 +79,8 @@ pub mod solver;
 pub mod upgrade;
 pub mod weights;
 
-pub use error::{Error, Result};
+pub use error::{Error, Producer, Result};
+pub use health::NonFinite;
 pub use net::{LayerInfo, Net, NetConfig};
 pub use params::ParamEntry;
 pub use proto::Phase;

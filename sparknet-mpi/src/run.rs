@@ -174,6 +174,23 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
     })
 }
 
+/// Checks, before the first iteration, that rank 0 can write what the run will write: the
+/// snapshot directory (created when missing; a probe file is written and removed). Snapshots can
+/// be written by any run (a stop signal asks for one), so it is always checked.
+///
+/// # Errors
+/// [`Error::Config`] naming the snapshot prefix and what blocks it.
+pub fn check_outputs(plan: &Plan) -> Result<()> {
+    let prefix = plan.solver.snapshot_prefix();
+    let probe = PathBuf::from(format!("{prefix}_iter_0.caffemodel"));
+    sparknet_net::load::ensure_writable(&probe).map_err(|e| {
+        Error::Config(format!(
+            "snapshot prefix '{prefix}' cannot be written: {e} (choose another with \
+             --snapshot-prefix DIR/NAME)"
+        ))
+    })
+}
+
 /// Parses `--history`: `local`, `reset` or `average`.
 ///
 /// # Errors
@@ -286,7 +303,12 @@ where
             Err(e @ Error::Aborted { .. }) => {
                 first_err.get_or_insert(e);
             }
-            Err(e) => first_err = Some(e),
+            // The lowest failing rank's own error (rank 0 knows the last snapshot).
+            Err(e) => {
+                if first_err.as_ref().is_none_or(|f| matches!(f, Error::Aborted { .. })) {
+                    first_err = Some(e);
+                }
+            }
         }
     }
     match (first_err, summary) {
@@ -310,6 +332,10 @@ impl JsonLog {
     pub fn new(path: Option<&Path>) -> Result<JsonLog> {
         let file = path
             .map(|p| {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+                }
                 File::create(p)
                     .map(|f| Mutex::new((p.to_path_buf(), f)))
                     .map_err(|source| Error::Io { path: p.to_path_buf(), source })

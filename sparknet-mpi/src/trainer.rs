@@ -204,6 +204,27 @@ pub trait Worker {
     /// # Errors
     /// I/O errors naming the file.
     fn snapshot(&mut self) -> Result<Vec<PathBuf>>;
+    /// Writes a snapshot under `prefix` instead of the configured one: where the loop rescues
+    /// the last snapshot of a run when the configured place cannot be written. The default has
+    /// no other place and fails.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    fn snapshot_to(&mut self, prefix: &str) -> Result<Vec<PathBuf>> {
+        Err(Error::Config(format!("this worker cannot snapshot to {prefix}")))
+    }
+    /// The configured snapshot prefix (its file name names the fallback snapshot).
+    fn snapshot_prefix(&self) -> String {
+        "snapshot".to_string()
+    }
+    /// Called once after a step whose loss was not finite: what went non-finite first (for a
+    /// net, the first layer whose output did), in words, when the worker can tell.
+    ///
+    /// # Errors
+    /// When the worker's state cannot be read.
+    fn diagnose_non_finite(&mut self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// A record from rank 0: a report (one JSON line) at display, test and snapshot points, or a
@@ -235,6 +256,9 @@ pub struct Event {
     pub test: Option<TestScores>,
     /// Snapshot files written at this point.
     pub snapshot: Vec<PathBuf>,
+    /// Problems that did not stop the run (a snapshot that failed and was retried, or written
+    /// to a fallback path), in words naming the files.
+    pub warnings: Vec<String>,
 }
 
 impl Event {
@@ -269,6 +293,9 @@ impl Event {
                 self.snapshot.iter().map(|p| p.display().to_string()).collect();
             m.insert("snapshot".into(), files.into());
         }
+        if !self.warnings.is_empty() {
+            m.insert("warning".into(), self.warnings.clone().into());
+        }
         serde_json::Value::Object(m)
     }
 }
@@ -302,6 +329,122 @@ struct Window {
     comm: Duration,
     eval: Duration,
     data_wait_at: Duration,
+    warnings: Vec<String>,
+}
+
+/// Rank 0's snapshots, written so that a run is never lost: a failed write is retried once;
+/// mid-run a second failure becomes a warning and training goes on (the state is still in
+/// memory, the next snapshot tries again); the last snapshot of a run (final or on a stop) then
+/// goes to [`sparknet_net::load::fallback_path`] instead, and only when that fails too is the
+/// run an error.
+fn snapshot_safely<W: Worker + ?Sized>(
+    worker: &mut W,
+    last: bool,
+    win: &mut Window,
+    last_good: &mut Option<PathBuf>,
+) -> Result<Vec<PathBuf>> {
+    let iter = worker.iter();
+    let mut keep = |files: Vec<PathBuf>| {
+        if let Some(state) =
+            files.iter().find(|f| f.extension().is_some_and(|e| e == "solverstate"))
+        {
+            *last_good = Some(state.clone());
+        }
+        Ok(files)
+    };
+    let first = match worker.snapshot() {
+        Ok(files) => return keep(files),
+        Err(e) => e,
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let second = match worker.snapshot() {
+        Ok(files) => {
+            win.warnings.push(format!(
+                "snapshot at iteration {iter} failed once ({first}); the retry wrote it"
+            ));
+            return keep(files);
+        }
+        Err(e) => e,
+    };
+    if !last {
+        win.warnings.push(format!(
+            "snapshot at iteration {iter} failed twice: {second}; training goes on and the \
+             next snapshot tries again"
+        ));
+        return Ok(Vec::new());
+    }
+    let prefix = worker.snapshot_prefix();
+    let fallback = sparknet_net::load::fallback_path(std::path::Path::new(&prefix))
+        .map_err(Error::from)
+        .and_then(|p| worker.snapshot_to(&p.to_string_lossy()));
+    match fallback {
+        Ok(files) => {
+            let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            win.warnings.push(format!(
+                "could not write the snapshot at iteration {iter}: {second} (retried once); \
+                 it was written to {} instead",
+                shown.join(" and ")
+            ));
+            keep(files)
+        }
+        Err(fallback) => {
+            Err(Error::SnapshotLost { primary: Box::new(second), fallback: Box::new(fallback) })
+        }
+    }
+}
+
+/// The first non-finite step's iteration and description, kept until the round's check.
+type Diverged = Option<(u64, String)>;
+
+/// After a step: records the first step whose loss or updated weights are not finite, with the
+/// worker's diagnosis (the first layer whose output went non-finite), so that the report names
+/// that step and that layer rather than the round's end, when everything is NaN. The weights
+/// check is one read-only pass over the parameter buffer per step (a NaN loss can hide behind a
+/// clamped softmax loss, so the loss alone is not enough).
+fn note_step<W: Worker + ?Sized>(worker: &mut W, loss: f32, bad: &mut Diverged) -> Result<()> {
+    if bad.is_some() {
+        return Ok(());
+    }
+    let weights_ok = worker.params()?.iter().all(|w| w.is_finite());
+    if loss.is_finite() && weights_ok {
+        return Ok(());
+    }
+    let what = if loss.is_finite() {
+        "the weights are not finite after the update".to_string()
+    } else {
+        format!("the loss is {loss}")
+    };
+    let what = match worker.diagnose_non_finite()? {
+        Some(d) => format!("{what}; the first non-finite output: {d}"),
+        None => what,
+    };
+    *bad = Some((worker.iter(), what));
+    Ok(())
+}
+
+/// At the end of a round: a non-finite loss seen in it, or non-finite weights (after the
+/// averaging, so every rank decides alike), stop the run.
+fn check_finite<W: Worker + ?Sized>(
+    worker: &mut W,
+    bad: &mut Diverged,
+    last_good: &Option<PathBuf>,
+) -> Result<()> {
+    if let Some((iter, what)) = bad.take() {
+        return Err(Error::NonFinite { iter, what, last_snapshot: last_good.clone() });
+    }
+    if let Some(i) = worker.params()?.iter().position(|w| !w.is_finite()) {
+        let value = worker.params()?[i];
+        let what = match worker.diagnose_non_finite()? {
+            Some(d) => format!("the weights are not finite after the round: {d}"),
+            None => format!("parameter value {i} of the flat buffer is {value}"),
+        };
+        return Err(Error::NonFinite {
+            iter: worker.iter(),
+            what,
+            last_snapshot: last_good.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Runs the SparkNet loop for this rank; every rank of `comm` must call it with the same
@@ -366,6 +509,8 @@ where
     let (mut rounds, mut total_comm, mut lr) = (0u64, Duration::ZERO, None);
     let mut stopped_by_time = false;
     let mut last_loss = None;
+    let mut last_good: Option<PathBuf> = None;
+    let mut diverged: Diverged = None;
     if config.test_initialization && config.test_interval > 0 {
         let t = Instant::now();
         let scores = worker.test(comm)?;
@@ -390,6 +535,7 @@ where
             win.loss += f64::from(loss);
             win.steps += 1;
             last_loss = Some(loss);
+            note_step(worker, loss, &mut diverged)?;
         } else {
             // Local steps up to the round's end, not past max_iter nor into the warmup rule.
             let steps = config.tau.min(config.max_iter - before);
@@ -406,6 +552,7 @@ where
                 win.steps += 1;
                 lr = Some(out.lr);
                 last_loss = Some(out.loss);
+                note_step(worker, out.loss, &mut diverged)?;
             }
             win.compute += t.elapsed();
             if multi || !config.comm_delay.is_zero() {
@@ -431,6 +578,7 @@ where
             }
         }
         rounds += 1;
+        check_finite(worker, &mut diverged, &last_good)?;
         let after = worker.iter();
         let last = after >= config.max_iter;
         // [time budget spent (rank 0's clock decides), stop requested (on any rank)], summed
@@ -447,7 +595,11 @@ where
         }
         stopped_by_time = stop[0] > 0.0 && stop[1] == 0.0 && !last;
         if stop[1] > 0.0 {
-            let files = if root { worker.snapshot()? } else { Vec::new() };
+            let files = if root {
+                snapshot_safely(worker, true, &mut win, &mut last_good)?
+            } else {
+                Vec::new()
+            };
             emit(comm, worker, &mut win, rounds, lr, None, files, start, on_event)?;
             return Ok(Summary {
                 workers: comm.size(),
@@ -466,7 +618,7 @@ where
         let display_now = crossed(before, after, config.display);
         let mut files = Vec::new();
         if snap_now && root {
-            files = worker.snapshot()?;
+            files = snapshot_safely(worker, false, &mut win, &mut last_good)?;
         }
         if test_now || display_now {
             let scores = if test_now {
@@ -478,7 +630,9 @@ where
                 None
             };
             emit(comm, worker, &mut win, rounds, lr, scores, files, start, on_event)?;
-        } else if !files.is_empty() {
+        } else if snap_now {
+            // Every rank takes part (the loss reduction is a collective), not only rank 0,
+            // which alone holds the files or the warning of a failed snapshot.
             emit(comm, worker, &mut win, rounds, lr, None, files, start, on_event)?;
         } else if root {
             on_event(&Event {
@@ -494,6 +648,7 @@ where
                 seconds: start.elapsed().as_secs_f64(),
                 test: None,
                 snapshot: Vec::new(),
+                warnings: Vec::new(),
             });
         }
         if end {
@@ -507,7 +662,11 @@ where
         Err(e) => return Err(e),
     };
     win.eval += t.elapsed();
-    let files = if root && config.snapshot_after_train { worker.snapshot()? } else { Vec::new() };
+    let files = if root && config.snapshot_after_train {
+        snapshot_safely(worker, true, &mut win, &mut last_good)?
+    } else {
+        Vec::new()
+    };
     emit(comm, worker, &mut win, rounds, lr, test.clone(), files, start, on_event)?;
     Ok(Summary {
         workers: comm.size(),
@@ -558,6 +717,7 @@ where
             seconds: start.elapsed().as_secs_f64(),
             test,
             snapshot,
+            warnings: std::mem::take(&mut win.warnings),
         });
     }
     *win = Window { data_wait_at: wait, ..Window::default() };

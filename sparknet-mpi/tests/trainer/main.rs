@@ -6,6 +6,7 @@ mod bind;
 mod default_run;
 mod eval;
 mod plan;
+mod reliability;
 mod sparknet_loop;
 mod train_lenet;
 

@@ -70,7 +70,7 @@ pub fn read_batch(path: &Path) -> Result<Vec<u8>> {
 /// # Errors
 /// As [`read_batch`].
 pub fn parse_batch(b: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
-    if b.is_empty() || b.len() % RECORD_LEN != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(RECORD_LEN) {
         let whole = b.len() / RECORD_LEN;
         return Err(Error::BadSource {
             path: path.to_path_buf(),
@@ -130,7 +130,7 @@ pub fn convert_cifar10(
     for f in &files {
         let len = std::fs::metadata(f).at(f)?.len();
         let gz = f.extension().is_some_and(|e| e == "gz");
-        if !gz && (len == 0 || len % RECORD_LEN as u64 != 0) {
+        if !gz && (len == 0 || !len.is_multiple_of(RECORD_LEN as u64)) {
             read_batch(f)?;
         }
     }

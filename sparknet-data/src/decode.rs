@@ -150,6 +150,21 @@ fn check_len(p: Pixels<'_>) -> Result<Pixels<'_>, String> {
     Ok(p)
 }
 
+/// The largest decoded image accepted, in bytes (256 MiB: a 9000 x 9000 RGB photo). A corrupt or
+/// hostile header can claim any size; the limit keeps such a record an error instead of an
+/// allocation that takes the process down.
+pub const MAX_DECODED_BYTES: usize = 1 << 28;
+
+fn check_size(c: usize, h: usize, w: usize) -> Result<(), String> {
+    match c.checked_mul(h).and_then(|x| x.checked_mul(w)) {
+        Some(n) if n <= MAX_DECODED_BYTES => Ok(()),
+        _ => Err(format!(
+            "image header claims {w}x{h} pixels of {c} channels, more than the \
+             {MAX_DECODED_BYTES}-byte limit (corrupt header?)"
+        )),
+    }
+}
+
 /// Decodes a JPEG with zune-jpeg directly (the decoder `image` wraps), parsing the headers once
 /// and decoding straight into `out`. Gray JPEGs stay one channel; everything else becomes RGB.
 fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize, usize), String> {
@@ -168,6 +183,7 @@ fn decode_jpeg(bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, usize, usize),
         Some(ColorSpace::Luma | ColorSpace::LumaA) => ColorSpace::Luma,
         _ => ColorSpace::RGB,
     };
+    check_size(target.num_components(), h, w)?;
     d.set_options(d.options().jpeg_set_out_colorspace(target));
     let n = d.output_buffer_size().ok_or("JPEG output size unknown")?;
     out.resize(n, 0);
@@ -197,6 +213,7 @@ pub(crate) fn decode_into(
     let decoder = reader.into_decoder().map_err(|e| format!("cannot decode image: {e}"))?;
     let (w, h) = decoder.dimensions();
     let (w, h) = (w as usize, h as usize);
+    check_size(usize::from(decoder.color_type().bytes_per_pixel()), h, w)?;
     let ct = decoder.color_type();
     let sc = match ct {
         image::ColorType::L8 => 1,

@@ -238,6 +238,16 @@ impl Loader {
     /// empty partition, or records whose shape cannot give a fixed batch shape; any error from
     /// reading or transforming the first record.
     pub fn new(dataset: Arc<Dataset>, config: LoaderConfig) -> Result<Self> {
+        Self::new_at(dataset, config, 0)
+    }
+
+    /// As [`Loader::new`], but the first batch starts `start` records into this rank's stream
+    /// (epoch `start / partition length`, in that epoch's order): a run resumed at iteration
+    /// `i` with batches of `n` passes `i * n` and reads what the uninterrupted run would have.
+    ///
+    /// # Errors
+    /// As [`Loader::new`].
+    pub fn new_at(dataset: Arc<Dataset>, config: LoaderConfig, start: u64) -> Result<Self> {
         if config.batch_size == 0 || config.threads == 0 || config.prefetch == 0 {
             return Err(Error::InvalidArgument(
                 "batch size, threads and prefetch must be at least 1".into(),
@@ -276,8 +286,11 @@ impl Loader {
         let producer = std::thread::Builder::new()
             .name("sparknet-data-producer".into())
             .spawn(move || {
-                let mut stream = Stream { sampler, epoch: 0, order: Vec::new(), pos: 0 };
-                stream.sampler.epoch_into(0, &mut stream.order);
+                // Not empty (checked above), so the division is defined.
+                let len = sampler.len() as u64;
+                let (epoch, pos) = (start / len, (start % len) as usize);
+                let mut stream = Stream { sampler, epoch, order: Vec::new(), pos };
+                stream.sampler.epoch_into(epoch, &mut stream.order);
                 let mut p = Producer { dataset, transformer, stream, config };
                 // Run the loop on a pool thread so each batch's parallel fill needs no injection.
                 pool.install(move || p.run(&free_rx, &ready_tx));
@@ -343,7 +356,11 @@ fn item_shape(dataset: &Dataset, t: &Transformer, first: usize) -> Result<[usize
     };
     let mut d = Decoder::new();
     let px = d.pixels(&rec, t.color_mode()).map_err(bad)?;
-    t.augment(px.h, px.w, &mut SplitMix64::new(0)).map_err(bad)?;
+    let aug = t.augment(px.h, px.w, &mut SplitMix64::new(0)).map_err(bad)?;
+    // Transform the first record once, so that a mean image or mean values that do not fit the
+    // records fail here, before any batch, rather than in the first batch.
+    let [c, h, w] = t.output_shape(px.c, px.h, px.w);
+    t.apply(&px, aug, &mut vec![0f32; c * h * w]).map_err(bad)?;
     if t.params().crop_size == 0 && dataset.manifest().shape.is_none() {
         return Err(Error::InvalidArgument(
             "records differ in shape; set crop_size to batch them".to_string(),

@@ -64,10 +64,18 @@ impl Manifest {
     /// [`Error::Io`] if it cannot be read, [`Error::Manifest`] if it is not a valid manifest.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).at(&path)?;
-        let m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::Manifest { path: path.clone(), reason: e.to_string() })?;
-        m.check(&path)?;
+        let bytes = std::fs::read(&path).at(&path)?;
+        Self::parse(&bytes, &path)
+    }
+
+    /// Parses and checks manifest bytes; `path` names the manifest in errors.
+    ///
+    /// # Errors
+    /// [`Error::Manifest`] naming `path` if the bytes are not UTF-8 JSON of a valid manifest.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Manifest { path: path.to_path_buf(), reason: e.to_string() })?;
+        m.check(path)?;
         Ok(m)
     }
 
@@ -82,8 +90,9 @@ impl Manifest {
                 self.version
             ));
         }
-        let sum: u64 = self.shards.iter().map(|s| s.records).sum();
-        if sum != self.records {
+        let sum = self.shards.iter().try_fold(0u64, |acc, s| acc.checked_add(s.records));
+        if sum != Some(self.records) {
+            let sum = sum.map_or_else(|| "more than 2^64".to_string(), |s| s.to_string());
             return bad(format!(
                 "shards hold {sum} records but the manifest says {}",
                 self.records

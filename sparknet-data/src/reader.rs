@@ -120,6 +120,15 @@ impl Shard {
         Self::validate(path.to_path_buf(), bytes)
     }
 
+    /// Validates a shard held in memory, as [`Shard::open`] validates a file; `path` names the
+    /// shard in errors (it is not read).
+    ///
+    /// # Errors
+    /// As [`Shard::open`], except [`Error::Io`].
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Shard> {
+        Self::validate(path.to_path_buf(), Bytes::Heap(bytes))
+    }
+
     fn validate(path: PathBuf, bytes: Bytes) -> Result<Shard> {
         let b = bytes.as_slice();
         let len = b.len() as u64;

@@ -56,22 +56,36 @@ impl MeanImage {
     /// [`Error::InvalidArgument`] for any other shape.
     pub fn from_blob(blob: &BlobProto) -> Result<Self> {
         let dims: Vec<usize> = match blob.shape.as_slice() {
-            [1, c, h, w] | [c, h, w] => vec![*c as usize, *h as usize, *w as usize],
+            [1, c, h, w] | [c, h, w] if *c > 0 && *h > 0 && *w > 0 => {
+                vec![*c as usize, *h as usize, *w as usize]
+            }
             s => {
                 return Err(Error::InvalidArgument(format!(
-                    "mean blob has shape {s:?}, expected [1, c, h, w]"
+                    "mean blob has shape {s:?}, expected [1, c, h, w] with c, h, w >= 1"
                 )));
             }
         };
+        let n = dims[0].checked_mul(dims[1]).and_then(|x| x.checked_mul(dims[2]));
+        if n != Some(blob.data.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "mean blob of shape {:?} holds {} values",
+                blob.shape,
+                blob.data.len()
+            )));
+        }
         Ok(MeanImage { c: dims[0], h: dims[1], w: dims[2], data: blob.data.clone() })
     }
 
     /// Reads a `.binaryproto` mean file.
     ///
     /// # Errors
-    /// As [`BlobProto::read`] and [`MeanImage::from_blob`].
+    /// As [`BlobProto::read`]; a blob that is not a mean image is an [`Error::BadSource`]
+    /// naming `path`.
     pub fn read(path: &std::path::Path) -> Result<Self> {
-        Self::from_blob(&BlobProto::read(path)?)
+        Self::from_blob(&BlobProto::read(path)?).map_err(|e| match e {
+            Error::InvalidArgument(reason) => Error::BadSource { path: path.to_path_buf(), reason },
+            e => e,
+        })
     }
 }
 

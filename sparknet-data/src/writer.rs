@@ -156,6 +156,9 @@ pub struct DatasetWriter {
     records: u64,
     shape: Option<Option<[u32; 3]>>,
     finished: bool,
+    /// True when [`DatasetWriter::create`] made `dir`: an abandoned writer then removes it
+    /// again if it is empty, so a failed conversion leaves no trace.
+    created_dir: bool,
 }
 
 impl DatasetWriter {
@@ -167,6 +170,7 @@ impl DatasetWriter {
         if config.shard_size == 0 {
             return Err(Error::InvalidArgument("shard size must be at least 1 record".into()));
         }
+        let created_dir = !dir.exists();
         std::fs::create_dir_all(dir).at(dir)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -185,6 +189,7 @@ impl DatasetWriter {
             records: 0,
             shape: None,
             finished: false,
+            created_dir,
         })
     }
 
@@ -281,6 +286,13 @@ impl Drop for DatasetWriter {
             // Abandoned: remove this generation's finished shards; they were never referenced.
             for s in &self.shards {
                 let _ = std::fs::remove_file(self.dir.join(&s.file));
+            }
+            // The open shard's temporary file is removed by its own drop, which runs after this
+            // one: drop it first so that the directory can be empty.
+            drop(self.current.take());
+            if self.created_dir {
+                // Fails (harmlessly) unless the directory is empty.
+                let _ = std::fs::remove_dir(&self.dir);
             }
         }
     }

@@ -180,6 +180,20 @@ impl PhaseData {
     /// # Errors
     /// Datasets that cannot be opened, partitions that are empty, loader errors.
     pub fn open(specs: &[DataLayerSpec], phase: Phase, feed: FeedConfig) -> Result<PhaseData> {
+        Self::open_at(specs, phase, feed, 0)
+    }
+
+    /// As [`PhaseData::open`], with every loader starting `batches` batches into its stream
+    /// (a resumed run, see [`sparknet_data::Loader::new_at`]).
+    ///
+    /// # Errors
+    /// As [`PhaseData::open`].
+    pub fn open_at(
+        specs: &[DataLayerSpec],
+        phase: Phase,
+        feed: FeedConfig,
+        batches: u64,
+    ) -> Result<PhaseData> {
         let mut bound = Vec::with_capacity(specs.len());
         let mut records = usize::MAX;
         for (i, spec) in specs.iter().enumerate() {
@@ -200,7 +214,8 @@ impl PhaseData {
                 world: feed.world,
                 skip_corrupt: false,
             };
-            let loader = Loader::new(ds, config).map_err(|source| Error::DataLayer {
+            let start = batches.saturating_mul(spec.batch_size as u64);
+            let loader = Loader::new_at(ds, config, start).map_err(|source| Error::DataLayer {
                 layer: spec.layer.clone(),
                 path: spec.source.clone(),
                 source: source.into(),

@@ -138,6 +138,31 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// Training produced a non-finite loss or non-finite weights: the run stops (it never
+    /// snapshots such weights).
+    #[error(
+        "training diverged at iteration {iter}: {what}; {}",
+        match last_snapshot {
+            Some(p) => format!("the last good snapshot is {} (resume with --resume {})", p.display(), p.display()),
+            None => "no snapshot was written before it".to_string(),
+        }
+    )]
+    NonFinite {
+        /// The iteration (per worker) at which it was found.
+        iter: u64,
+        /// What went non-finite: the loss, the first layer whose output did, or a parameter.
+        what: String,
+        /// The last `.solverstate` written before, if any.
+        last_snapshot: Option<std::path::PathBuf>,
+    },
+    /// No snapshot could be written, at the snapshot prefix nor at the fallback path.
+    #[error("could not write the snapshot: {primary}; the fallback failed too: {fallback}")]
+    SnapshotLost {
+        /// The error at the snapshot prefix (after one retry).
+        primary: Box<Error>,
+        /// The error at the fallback path.
+        fallback: Box<Error>,
+    },
 }
 
 /// The crate's result type.

@@ -106,7 +106,12 @@ where
             Err(e @ Error::Aborted { .. }) => {
                 first_err.get_or_insert(e);
             }
-            Err(e) => first_err = Some(e),
+            // The lowest failing rank's own error (rank 0 knows the last snapshot).
+            Err(e) => {
+                if first_err.as_ref().is_none_or(|f| matches!(f, Error::Aborted { .. })) {
+                    first_err = Some(e);
+                }
+            }
         }
     }
     match (first_err, summary) {

@@ -199,6 +199,23 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
     })
 }
 
+/// Checks, before the first iteration, that rank 0 can write what the run will write: the
+/// snapshot directory (created when missing; a probe file is written and removed). Snapshots can
+/// be written by any run (a stop signal asks for one), so it is always checked.
+///
+/// # Errors
+/// [`Error::Config`] naming the snapshot prefix and what blocks it.
+pub fn check_outputs(plan: &Plan) -> Result<()> {
+    let prefix = plan.solver.snapshot_prefix();
+    let probe = PathBuf::from(format!("{prefix}_iter_0.caffemodel"));
+    sparknet_net::load::ensure_writable(&probe).map_err(|e| {
+        Error::Config(format!(
+            "snapshot prefix '{prefix}' cannot be written: {e} (choose another with \
+             --snapshot-prefix DIR/NAME)"
+        ))
+    })
+}
+
 /// Parses `--history`: `local`, `reset` or `average`.
 ///
 /// # Errors

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sparknet_net::load::read_caffemodel;
+use sparknet_net::load::read_solverstate;
 use sparknet_net::solver::{Inputs, Solver};
 use sparknet_net::{NetConfig, Phase};
 
@@ -54,7 +54,14 @@ impl SolverWorker {
             return Err(Error::Config("the TRAIN phase of the net has no Data layer".into()));
         }
         let feed = FeedConfig { rank, world, shuffle: None, seed, threads: data_threads };
-        let train = PhaseData::open(&train_specs, Phase::Train, feed)?;
+        // A resumed run reads on from where the interrupted one was: `iter * iter_size` batches
+        // into each loader's stream, so that it follows the same trajectory.
+        let iter_size = plan.solver.iter_size().max(1) as u64;
+        let resumed_iter = match &plan.resume {
+            Some(state) => u64::try_from(read_solverstate(state)?.iter()).unwrap_or(0),
+            None => 0,
+        };
+        let train = PhaseData::open_at(&train_specs, Phase::Train, feed, resumed_iter * iter_size)?;
         let test_specs = data_layers(&plan.net, Phase::Test, plan.test_data.as_deref())?;
         // Testing runs the solver's TEST net over the whole partition (not test_iter batches),
         // so that ranks' results add up exactly: one test net, shaped by the test data.
@@ -73,7 +80,7 @@ impl SolverWorker {
         let config = NetConfig { input_shapes: train.input_shapes(), ..NetConfig::default() };
         let mut solver = Solver::with_test_config(&param, config, test_config)?;
         if let Some(w) = &plan.weights {
-            solver.net_mut().copy_from(&read_caffemodel(w)?)?;
+            solver.net_mut().copy_from_file(w)?;
         }
         if let Some(state) = &plan.resume {
             solver.restore(state)?;
@@ -153,5 +160,19 @@ impl Worker for SolverWorker {
     fn snapshot(&mut self) -> Result<Vec<PathBuf>> {
         let (model, state) = self.solver.snapshot()?;
         Ok(vec![model, state])
+    }
+    fn snapshot_to(&mut self, prefix: &str) -> Result<Vec<PathBuf>> {
+        let (model, state) = self.solver.snapshot_to(prefix)?;
+        Ok(vec![model, state])
+    }
+    fn snapshot_prefix(&self) -> String {
+        self.solver.param().snapshot_prefix().to_string()
+    }
+    fn diagnose_non_finite(&mut self) -> Result<Option<String>> {
+        let net = self.solver.net_mut();
+        if let Some(top) = net.first_non_finite_top()? {
+            return Ok(Some(top.to_string()));
+        }
+        Ok(net.first_non_finite_param()?.map(|p| p.to_string()))
     }
 }

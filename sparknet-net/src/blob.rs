@@ -16,6 +16,13 @@ pub fn blob_shape(b: &BlobProto) -> Vec<usize> {
     }
 }
 
+/// The number of values a shape holds, `None` when its dimensions (zeros aside, since strides
+/// multiply the others) multiply past `usize`: a corrupt file can claim any dimensions.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d.max(1)))?;
+    Some(shape.iter().product())
+}
+
 /// The blob's values as `f32` (`data`, or `double_data` narrowed).
 pub fn blob_data(b: &BlobProto) -> Vec<f32> {
     if b.data.is_empty() && !b.double_data.is_empty() {
@@ -54,7 +61,7 @@ pub fn blob_to_tensor(
     let n: usize = shape.iter().product();
     if !blob_fits(b, shape) || data.len() != n {
         let mut got = blob_shape(b);
-        if data.len() != got.iter().product::<usize>() {
+        if element_count(&got) != Some(data.len()) {
             got = vec![data.len()];
         }
         return Err(Error::ShapeMismatch {
@@ -74,7 +81,7 @@ pub fn blob_to_tensor(
 pub fn blob_to_tensor_own(b: &BlobProto, device: &Device) -> Result<Tensor> {
     let shape = blob_shape(b);
     let data = blob_data(b);
-    if data.len() != shape.iter().product::<usize>() {
+    if element_count(&shape) != Some(data.len()) {
         return Err(Error::BlobData { shape: shape.clone(), values: data.len() });
     }
     Ok(Tensor::from_vec(data, shape, device)?)
@@ -114,6 +121,27 @@ mod tests {
         assert_eq!(t.dims(), &[2, 3]);
         let err = blob_to_tensor(&b, &[6], &Device::Cpu, "ip", "weights").unwrap_err().to_string();
         assert!(err.contains("layer 'ip': weights: expected shape [6], got [1, 1, 2, 3]"), "{err}");
+    }
+
+    #[test]
+    fn dimensions_whose_product_overflows_are_an_error() {
+        // Found by the `caffemodel` fuzz target (fuzz/README.md): the product overflowed.
+        let b = BlobProto {
+            shape: Some(BlobShape { dim: vec![1 << 40, 1 << 40, 3] }),
+            data: vec![0.0; 3],
+            ..Default::default()
+        };
+        let err = blob_to_tensor_own(&b, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("more than usize::MAX"), "{err}");
+        let err = blob_to_tensor(&b, &[3], &Device::Cpu, "ip", "weights").unwrap_err();
+        assert!(err.to_string().contains("got [3]"), "{err}");
+        // The second one: no values, but strides that overflow.
+        let b = BlobProto {
+            shape: Some(BlobShape { dim: vec![0, 1 << 40, 1 << 40] }),
+            ..Default::default()
+        };
+        let err = blob_to_tensor_own(&b, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("more than usize::MAX"), "{err}");
     }
 
     #[test]

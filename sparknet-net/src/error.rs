@@ -44,13 +44,23 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
-    /// A bottom blob is not produced by any earlier layer or input.
-    #[error("layer '{layer}': bottom blob '{blob}' is not produced by any earlier layer or input")]
+    /// A bottom blob is not produced by any earlier layer or input. When layers left out by
+    /// the net state's phase/level/stage rules (or layers further down the file) would produce
+    /// it, they are listed with what they need.
+    #[error(
+        "layer '{layer}': bottom blob '{blob}' is not produced by any earlier layer or input{}",
+        producers_text(state, producers)
+    )]
     MissingBlob {
         /// The layer's name.
         layer: String,
         /// The missing blob.
         blob: String,
+        /// The net state the net was filtered with, in words (`phase TEST, level 0, no stages`;
+        /// empty when unknown).
+        state: String,
+        /// Layers that write the blob but are not before `layer` in this state.
+        producers: Vec<Producer>,
     },
     /// A layer received the wrong number of bottoms or tops.
     #[error("layer '{layer}' ({kind}): expected {expected} {what} blobs, got {got}")]
@@ -135,7 +145,7 @@ pub enum Error {
         known: Vec<String>,
     },
     /// A stored blob whose data does not fill its shape.
-    #[error("blob of shape {shape:?} holds {values} values, expected {}", shape.iter().product::<usize>())]
+    #[error("blob of shape {shape:?} holds {values} values, expected {}", count_text(shape))]
     BlobData {
         /// The declared shape.
         shape: Vec<usize>,
@@ -178,6 +188,15 @@ pub enum Error {
         /// The caffemodel it names.
         learned_net: PathBuf,
     },
+    /// An error about the contents of a file that the inner error does not name: a layer of a
+    /// net file, a blob of a caffemodel.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong inside it.
+        source: Box<Error>,
+    },
     /// An error from candle.
     #[error("candle: {0}")]
     Candle(#[from] candle::Error),
@@ -195,6 +214,43 @@ pub enum Error {
     Solver(#[from] crate::solver::UpdateError),
 }
 
+/// A layer that writes a missing blob, with what it would take for it to run before the reader
+/// (see [`Error::MissingBlob`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Producer {
+    /// The producing layer's name.
+    pub layer: String,
+    /// What the layer needs, in words: `phase TEST and stage 'test-on-test'`, or `to come before
+    /// layer 'x' (it is further down the file)`.
+    pub needs: String,
+    /// The stages one of its include rules requires, for a `--stage` hint (may be empty).
+    pub stages: Vec<String>,
+}
+
+fn producers_text(state: &str, producers: &[Producer]) -> String {
+    let mut out = String::new();
+    if !state.is_empty() {
+        out.push_str(&format!(" in this net state ({state})"));
+    }
+    if producers.is_empty() {
+        return out;
+    }
+    let list: Vec<String> =
+        producers.iter().map(|p| format!("layer '{}' (needs {})", p.layer, p.needs)).collect();
+    out.push_str(&format!("; it would be produced by {}", list.join(", or ")));
+    let mut stages: Vec<&str> = Vec::new();
+    for s in producers.iter().flat_map(|p| &p.stages) {
+        if !stages.contains(&s.as_str()) {
+            stages.push(s);
+        }
+    }
+    if !stages.is_empty() {
+        let flags: Vec<String> = stages.iter().map(|s| format!("--stage {s}")).collect();
+        out.push_str(&format!(" (select a stage with {})", flags.join(" or ")));
+    }
+    out
+}
+
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -208,7 +264,9 @@ impl Error {
         }
     }
 
-    /// Adds the net file's name to an [`Error::Unsupported`] (other errors pass through).
+    /// Names the file an error is about: an [`Error::Unsupported`] gets " in FILE" added, an
+    /// error that names no file yet is wrapped in [`Error::InFile`]; errors that already name
+    /// one ([`Error::Io`], [`Error::Parse`], [`Error::InFile`]) pass through.
     pub fn in_file(self, path: &std::path::Path) -> Self {
         match self {
             Error::Unsupported { layer, kind, context } => Error::Unsupported {
@@ -216,6 +274,15 @@ impl Error {
                 kind,
                 context: format!("{context} in {}", path.display()),
             },
+            e @ (Error::Io { .. } | Error::Parse { .. } | Error::InFile { .. }) => e,
+            e => Error::InFile { path: path.to_path_buf(), source: Box::new(e) },
+        }
+    }
+
+    /// The error inside any [`Error::InFile`] wrappers.
+    pub fn innermost(&self) -> &Error {
+        match self {
+            Error::InFile { source, .. } => source.innermost(),
             e => e,
         }
     }
@@ -239,6 +306,12 @@ impl Error {
     pub fn parse(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Parse { path: path.into(), line_col: None, msg: msg.into() }
     }
+}
+
+/// The number of values of `shape`, in words when it overflows.
+fn count_text(shape: &[usize]) -> String {
+    crate::blob::element_count(shape)
+        .map_or_else(|| "more than usize::MAX".into(), |n| n.to_string())
 }
 
 fn location(path: &std::path::Path, line_col: Option<(usize, usize)>) -> String {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::error::Producer;
 use crate::proto::{LayerParameter, NetParameter, NetState, NetStateRule, Phase};
 use crate::{Error, Result};
 
@@ -80,6 +81,98 @@ pub fn layer_included(state: &NetState, layer: &LayerParameter) -> Result<bool> 
     Ok(!layer.exclude.iter().any(|r| state_meets_rule(state, r)))
 }
 
+/// A net state in words: `phase TEST, level 0, no stages`.
+pub fn state_text(state: &NetState) -> String {
+    let stages = if state.stage.is_empty() {
+        "no stages".to_string()
+    } else {
+        let names: Vec<String> = state.stage.iter().map(|s| format!("'{s}'")).collect();
+        format!("stage {}", names.join(", "))
+    };
+    format!("phase {}, level {}, {stages}", phase_name(state.phase()), state.level())
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Train => "TRAIN",
+        Phase::Test => "TEST",
+    }
+}
+
+/// One `include`/`exclude` rule in words: `phase TEST and stage 'test-on-test'`.
+pub fn rule_text(rule: &NetStateRule) -> String {
+    let mut parts = Vec::new();
+    if rule.phase.is_some() {
+        parts.push(format!("phase {}", phase_name(rule.phase())));
+    }
+    if rule.min_level.is_some() {
+        parts.push(format!("level >= {}", rule.min_level()));
+    }
+    if rule.max_level.is_some() {
+        parts.push(format!("level <= {}", rule.max_level()));
+    }
+    parts.extend(rule.stage.iter().map(|s| format!("stage '{s}'")));
+    parts.extend(rule.not_stage.iter().map(|s| format!("no stage '{s}'")));
+    if parts.is_empty() { "any net state".to_string() } else { parts.join(" and ") }
+}
+
+/// What a layer's rules need for it to be part of the net, in words.
+fn needs_text(layer: &LayerParameter) -> String {
+    if !layer.include.is_empty() {
+        let rules: Vec<String> = layer.include.iter().map(rule_text).collect();
+        return rules.join(", or ");
+    }
+    let rules: Vec<String> =
+        layer.exclude.iter().map(|r| format!("not ({})", rule_text(r))).collect();
+    rules.join(" and ")
+}
+
+/// The [`Error::MissingBlob`] for `reader` (at position `reader_at` of `net.layer`) reading
+/// `blob`: every other layer that writes `blob` is named with what it would need.
+fn missing_blob(
+    net: &NetParameter,
+    state: &NetState,
+    reader: &LayerParameter,
+    reader_at: usize,
+    blob: &str,
+) -> Error {
+    let mut producers = Vec::new();
+    for (j, layer) in net.layer.iter().enumerate() {
+        if j == reader_at || !layer.top.iter().any(|t| t == blob) {
+            continue;
+        }
+        let included = layer_included(state, layer).unwrap_or(false);
+        if !included {
+            let stages = layer
+                .include
+                .iter()
+                .filter(|r| r.phase.is_none() || r.phase() == state.phase())
+                .flat_map(|r| r.stage.iter().cloned())
+                .collect();
+            producers.push(Producer {
+                layer: layer.name().to_string(),
+                needs: needs_text(layer),
+                stages,
+            });
+        } else if j > reader_at {
+            producers.push(Producer {
+                layer: layer.name().to_string(),
+                needs: format!(
+                    "to come before layer '{}': it is further down the file",
+                    reader.name()
+                ),
+                stages: Vec::new(),
+            });
+        }
+    }
+    Error::MissingBlob {
+        layer: reader.name().to_string(),
+        blob: blob.to_string(),
+        state: state_text(state),
+        producers,
+    }
+}
+
 /// Caffe's split-top naming.
 pub fn split_blob_name(layer: &str, blob: &str, top_index: usize, split_index: usize) -> String {
     format!("{blob}_{layer}_{top_index}_split_{split_index}")
@@ -95,9 +188,11 @@ impl NetGraph {
         let state =
             state.cloned().or_else(|| net.state.clone()).unwrap_or_else(|| state_for(Phase::Test));
         let mut kept = Vec::new();
-        for layer in &net.layer {
+        let mut position = Vec::new();
+        for (j, layer) in net.layer.iter().enumerate() {
             if layer_included(&state, layer)? {
                 kept.push(layer.clone());
+                position.push(j);
             }
         }
         // Resolve each bottom to the (layer, top) that last produced its name.
@@ -107,10 +202,9 @@ impl NetGraph {
         for (i, layer) in kept.iter().enumerate() {
             let mut srcs = Vec::with_capacity(layer.bottom.len());
             for b in &layer.bottom {
-                let src = *last_producer.get(b).ok_or_else(|| Error::MissingBlob {
-                    layer: layer.name().to_string(),
-                    blob: b.clone(),
-                })?;
+                let src = *last_producer
+                    .get(b)
+                    .ok_or_else(|| missing_blob(net, &state, layer, position[i], b))?;
                 *readers.entry(src).or_default() += 1;
                 srcs.push(src);
             }
@@ -206,8 +300,52 @@ mod tests {
         let err = NetGraph::build(&net, None).unwrap_err().to_string();
         assert_eq!(
             err,
-            "layer 'r': bottom blob 'nope' is not produced by any earlier layer or input"
+            "layer 'r': bottom blob 'nope' is not produced by any earlier layer or input \
+             in this net state (phase TEST, level 0, no stages)"
         );
+    }
+
+    #[test]
+    fn missing_bottom_names_the_gated_and_later_producers() {
+        let net = parse_net_text(
+            "layer { name: 'a' type: 'Input' top: 'x' include { phase: TRAIN } }
+             layer { name: 'b' type: 'Input' top: 'x' include { phase: TEST stage: 's1' }
+                     include { stage: 's2' min_level: 1 } }
+             layer { name: 'c' type: 'Input' top: 'x' exclude { phase: TEST } }
+             layer { name: 'r' type: 'ReLU' bottom: 'x' top: 'y' }
+             layer { name: 'late' type: 'Input' top: 'x' }",
+            Path::new("t"),
+        )
+        .unwrap();
+        let err = NetGraph::build(&net, Some(&state_for(Phase::Test))).unwrap_err();
+        let Error::MissingBlob { layer, blob, state, producers } = &err else {
+            panic!("expected MissingBlob, got {err:?}");
+        };
+        assert_eq!((layer.as_str(), blob.as_str()), ("r", "x"));
+        assert_eq!(state, "phase TEST, level 0, no stages");
+        let got: Vec<(&str, &str, &[String])> = producers
+            .iter()
+            .map(|p| (p.layer.as_str(), p.needs.as_str(), p.stages.as_slice()))
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                ("a", "phase TRAIN", &s(&[])[..]),
+                (
+                    "b",
+                    "phase TEST and stage 's1', or level >= 1 and stage 's2'",
+                    &s(&["s1", "s2"])[..]
+                ),
+                ("c", "not (phase TEST)", &s(&[])[..]),
+                ("late", "to come before layer 'r': it is further down the file", &s(&[])[..]),
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.ends_with("(select a stage with --stage s1 or --stage s2)"), "{text}");
+        // With the stage the net builds.
+        let st = NetState { stage: vec!["s1".into()], ..state_for(Phase::Test) };
+        assert_eq!(NetGraph::build(&net, Some(&st)).unwrap().layers[0].name, "b");
     }
 
     #[test]

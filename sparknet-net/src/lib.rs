@@ -68,6 +68,7 @@ pub mod error;
 pub mod fillers;
 mod flat;
 pub mod graph;
+pub mod health;
 pub mod layers;
 pub mod load;
 pub mod malloc;
@@ -79,8 +80,9 @@ pub mod solver;
 pub mod upgrade;
 pub mod weights;
 
-pub use error::{Error, Result};
+pub use error::{Error, Producer, Result};
 pub use flat::ParamEntry;
+pub use health::NonFinite;
 pub use net::{LayerInfo, Net, NetConfig};
 pub use proto::Phase;
 pub use weights::WeightCollection;

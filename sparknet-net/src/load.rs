@@ -70,7 +70,12 @@ fn last_quoted_value(text: &str, key: &str, offset: usize) -> Option<String> {
 /// Parses protobuf text format into the prost message `T` whose full name is `full_name`.
 /// `path` only labels errors, which carry `path:line:col`.
 pub fn parse_text<T: Message + Default>(full_name: &str, text: &str, path: &Path) -> Result<T> {
-    let pool = DescriptorPool::decode(proto::DESCRIPTOR_SET)
+    // The embedded descriptor is decoded once per process, not once per file.
+    static POOL: std::sync::OnceLock<std::result::Result<DescriptorPool, String>> =
+        std::sync::OnceLock::new();
+    let pool = POOL
+        .get_or_init(|| DescriptorPool::decode(proto::DESCRIPTOR_SET).map_err(|e| e.to_string()))
+        .as_ref()
         .map_err(|e| Error::parse(path, format!("embedded caffe.proto descriptor: {e}")))?;
     let desc = pool
         .get_message_by_name(full_name)
@@ -78,7 +83,10 @@ pub fn parse_text<T: Message + Default>(full_name: &str, text: &str, path: &Path
     let msg = DynamicMessage::parse_text_format(desc, text).map_err(|e| {
         let debug = format!("{e:?}");
         let mut msg = e.to_string();
-        let line_col = match error_offset(&debug) {
+        // An error at the end of the text (an unclosed `{`) carries no span: it is at the end.
+        let offset =
+            error_offset(&debug).or_else(|| msg.contains("end of input").then_some(text.len()));
+        let line_col = match offset {
             Some(off) => {
                 let (line, col) = line_col(text, off);
                 if debug.contains("FieldNotFound") && debug.contains("caffe.LayerParameter") {
@@ -156,18 +164,73 @@ pub fn write_caffemodel(path: impl AsRef<Path>, net: &NetParameter) -> Result<()
     atomic_write(path.as_ref(), &net.encode_to_vec())
 }
 
-/// Writes `bytes` to a temporary beside `path`, flushes it to disk, then renames it over `path`:
-/// a crash leaves the old file or the new one, never a torn one.
-pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to a temporary file beside `path` (`<path>.tmp~`), flushes it to disk, renames
+/// it over `path` and flushes the directory: a crash leaves the old file or the new one, never a
+/// torn one. On failure the temporary file is removed and `path` is untouched.
+///
+/// # Errors
+/// [`Error::Io`] naming `path` (a missing directory, no permission, a full disk).
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp~");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp~");
+    let tmp = std::path::PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    // Make the rename itself durable (best effort: not every file system syncs directories).
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Checks that a file can be written at `path` before a long run relies on it: creates its
+/// directory when missing, then creates and removes a probe file beside it. Used for snapshot
+/// prefixes and log files before the first iteration.
+///
+/// # Errors
+/// [`Error::Io`] naming the directory or the probe path.
+pub fn ensure_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_file() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "is a file, not a directory"),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut probe = path.as_os_str().to_owned();
+    probe.push(format!(".probe-{}~", std::process::id()));
+    let probe = std::path::PathBuf::from(probe);
+    std::fs::write(&probe, b"").map_err(|e| Error::io(&probe, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Where a file that cannot be written at `path` goes instead: the same file name in
+/// `$TMPDIR/sparknet-rescue-<pid>/` (created).
+///
+/// # Errors
+/// [`Error::Io`] when that directory cannot be created either.
+pub fn fallback_path(path: &Path) -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sparknet-rescue-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir.join(path.file_name().unwrap_or_else(|| std::ffi::OsStr::new("snapshot"))))
 }
 
 /// Writes a binary `BlobProto` (`.binaryproto`) atomically.
@@ -184,8 +247,7 @@ pub fn write_binaryproto(path: impl AsRef<Path>, blob: &BlobProto) -> Result<()>
 /// I/O errors and corrupt files.
 pub fn read_binaryproto(path: impl AsRef<Path>) -> Result<BlobProto> {
     let path = path.as_ref();
-    BlobProto::decode(&read_bytes(path)?[..])
-        .map_err(|e| Error::parse(path, format!("not a valid binary caffe.BlobProto: {e}")))
+    decode_binaryproto(&read_bytes(path)?, path)
 }
 
 /// Reads a binary `.solverstate`.
@@ -194,8 +256,29 @@ pub fn read_binaryproto(path: impl AsRef<Path>) -> Result<BlobProto> {
 /// I/O errors and corrupt files.
 pub fn read_solverstate(path: impl AsRef<Path>) -> Result<SolverState> {
     let path = path.as_ref();
-    SolverState::decode(&read_bytes(path)?[..])
-        .map_err(|e| Error::parse(path, format!("not a valid binary caffe.SolverState: {e}")))
+    decode_solverstate(&read_bytes(path)?, path)
+}
+
+/// Decodes a binary `SolverState`; `path` names it in errors.
+///
+/// # Errors
+/// A truncated or corrupt message is an [`Error::Parse`] naming `path`.
+pub fn decode_solverstate(bytes: &[u8], path: &Path) -> Result<SolverState> {
+    SolverState::decode(bytes).map_err(|e| {
+        Error::parse(
+            path,
+            format!("not a valid binary caffe.SolverState (truncated or corrupt?): {e}"),
+        )
+    })
+}
+
+/// Decodes a binary `BlobProto` (a `.binaryproto`); `path` names it in errors.
+///
+/// # Errors
+/// A truncated or corrupt message is an [`Error::Parse`] naming `path`.
+pub fn decode_binaryproto(bytes: &[u8], path: &Path) -> Result<BlobProto> {
+    BlobProto::decode(bytes)
+        .map_err(|e| Error::parse(path, format!("not a valid binary caffe.BlobProto: {e}")))
 }
 
 /// Reads a net definition in either form: binary when the extension is `.caffemodel` or
@@ -259,6 +342,43 @@ mod tests {
                 let _ = decode_caffemodel(&b, Path::new("w"));
             }
         }
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temporary_and_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a_iter_1.caffemodel");
+        atomic_write(&path, b"one").unwrap();
+        atomic_write(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // A missing directory is an error naming the file, and leaves nothing.
+        let missing = dir.path().join("no/such/dir/x.solverstate");
+        let err = atomic_write(&missing, b"x").unwrap_err().to_string();
+        assert!(err.starts_with(&missing.display().to_string()), "{err}");
+        // A directory where the file should be: the rename fails, the temporary is removed.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir_all(blocked.join("inner")).unwrap();
+        assert!(atomic_write(&blocked, b"x").is_err());
+        assert!(!dir.path().join("blocked.tmp~").exists());
+    }
+
+    #[test]
+    fn ensure_writable_creates_the_directory_or_names_what_blocks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("new/snaps/lenet_iter_0.caffemodel");
+        ensure_writable(&prefix).unwrap();
+        assert!(dir.path().join("new/snaps").is_dir());
+        assert_eq!(std::fs::read_dir(dir.path().join("new/snaps")).unwrap().count(), 0);
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"").unwrap();
+        let err = ensure_writable(&file.join("x")).unwrap_err().to_string();
+        assert!(err.starts_with(&file.display().to_string()), "{err}");
+        let fb = fallback_path(&prefix).unwrap();
+        assert_eq!(fb.file_name(), prefix.file_name());
+        assert!(fb.parent().unwrap().is_dir());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use candle::{DType, Device, Tensor};
 use crate::fillers::{Rng, fill, layer_fillers};
 use crate::graph::{NetGraph, state_for};
 use crate::layers::{ForwardCtx, Layer, LayerRegistry, Shape};
-use crate::load::{read_caffemodel, read_net_prototxt};
+use crate::load::read_net_prototxt;
 use crate::proto::{FillerParameter, NetParameter, NetState, Phase};
 use crate::{Error, Result};
 
@@ -154,6 +154,8 @@ impl Net {
                     name_to_slot.get(b).copied().ok_or_else(|| Error::MissingBlob {
                         layer: node.name.clone(),
                         blob: b.clone(),
+                        state: String::new(),
+                        producers: Vec::new(),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -250,7 +252,7 @@ impl Net {
         let model = model.as_ref();
         let mut net = Net::new(&read_net_prototxt(model)?, config).map_err(|e| e.in_file(model))?;
         if let Some(w) = weights {
-            net.copy_from(&read_caffemodel(w)?)?;
+            net.copy_from_file(w)?;
         }
         Ok(net)
     }

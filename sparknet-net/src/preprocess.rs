@@ -82,7 +82,7 @@ pub fn image_to_blob(
                 ));
             }
         };
-        if mc != channels || values.len() != mc * mh * mw {
+        if mc != channels || crate::blob::element_count(&[mc, mh, mw]) != Some(values.len()) {
             return Err(Error::parse(
                 mean_path,
                 format!("mean has {mc} channels, the input {channels}"),

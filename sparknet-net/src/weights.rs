@@ -89,6 +89,8 @@ impl Net {
     pub fn copy_from(&mut self, weights: &NetParameter) -> Result<()> {
         let index: HashMap<&str, usize> =
             self.graph.layers.iter().enumerate().map(|(i, l)| (l.name.as_str(), i)).collect();
+        // Every blob is checked before any is copied: a failure leaves the net as it was.
+        let mut copies = Vec::new();
         for src in &weights.layer {
             let Some(&i) = index.get(src.name()) else { continue };
             if src.blobs.is_empty() && self.params[i].is_empty() {
@@ -118,12 +120,46 @@ impl Net {
                         got: blob_shape(b),
                     });
                 }
-                self.params[i][k] =
+                let t =
                     blob_to_tensor(b, s, &self.config.device, src.name(), &format!("blob {k}"))?;
+                copies.push((i, k, t));
             }
+        }
+        for (i, k, t) in copies {
+            self.params[i][k] = t;
         }
         self.sync_shared();
         Ok(())
+    }
+
+    /// Reads the `.caffemodel` at `path` and copies its blobs as [`Net::copy_from`] does.
+    /// Returns the learnable layers the file has no blobs for (see
+    /// [`Net::layers_without_weights`]), which keep their values.
+    ///
+    /// # Errors
+    /// As [`crate::load::read_caffemodel`] and [`Net::copy_from`]; every error names `path`
+    /// (and the layer). On error the net's weights are unchanged.
+    pub fn copy_from_file(&mut self, path: impl AsRef<Path>) -> Result<Vec<String>> {
+        let path = path.as_ref();
+        let weights = crate::load::read_caffemodel(path)?;
+        self.copy_from(&weights).map_err(|e| e.in_file(path))?;
+        Ok(self.layers_without_weights(&weights))
+    }
+
+    /// The layers of this net with learnable blobs that `weights` has no layer of the same name
+    /// for, in net order: [`Net::copy_from`] leaves them as they are (Caffe's rule, which
+    /// fine-tuning relies on). A caffemodel truncated exactly between two layers still decodes,
+    /// as a shorter model; this is how its missing layers can be named.
+    pub fn layers_without_weights(&self, weights: &NetParameter) -> Vec<String> {
+        let present: std::collections::HashSet<&str> =
+            weights.layer.iter().map(|l| l.name()).collect();
+        self.graph
+            .layers
+            .iter()
+            .zip(&self.params)
+            .filter(|(n, p)| !n.auto_split && !p.is_empty() && !present.contains(n.name.as_str()))
+            .map(|(n, _)| n.name.clone())
+            .collect()
     }
 
     /// The net as a V2 `NetParameter` with its blobs (what Caffe's `Net::ToProto` writes; the

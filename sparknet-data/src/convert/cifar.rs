@@ -62,11 +62,24 @@ pub fn batch_files(dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
 /// [`Error::BadSource`] for a length that is not a multiple of 3073, [`Error::BadRecord`] for a
 /// label above 9.
 pub fn read_batch(path: &Path) -> Result<Vec<u8>> {
-    let b = read_maybe_gz(path)?;
-    if b.is_empty() || b.len() % RECORD_LEN != 0 {
+    parse_batch(read_maybe_gz(path)?, path)
+}
+
+/// Checks the (already gunzipped) bytes of a batch file; `path` names it in errors.
+///
+/// # Errors
+/// As [`read_batch`].
+pub fn parse_batch(b: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    if b.is_empty() || !b.len().is_multiple_of(RECORD_LEN) {
+        let whole = b.len() / RECORD_LEN;
         return Err(Error::BadSource {
             path: path.to_path_buf(),
-            reason: format!("{} bytes is not a whole number of {RECORD_LEN}-byte records", b.len()),
+            reason: format!(
+                "{} bytes is not a whole number of {RECORD_LEN}-byte records \
+                 ({whole} whole records and {} bytes over: truncated or not a CIFAR-10 batch?)",
+                b.len(),
+                b.len() % RECORD_LEN
+            ),
         });
     }
     if let Some(i) = b.chunks_exact(RECORD_LEN).position(|r| r[0] > 9) {
@@ -111,6 +124,16 @@ pub fn convert_cifar10(
         classes,
         shard_size,
     };
+    // A batch of the wrong length is found before anything is written (the length of a plain
+    // file is known without reading it; gzipped ones are checked as they are read, and the
+    // abandoned writer then leaves nothing behind).
+    for f in &files {
+        let len = std::fs::metadata(f).at(f)?.len();
+        let gz = f.extension().is_some_and(|e| e == "gz");
+        if !gz && (len == 0 || !len.is_multiple_of(RECORD_LEN as u64)) {
+            read_batch(f)?;
+        }
+    }
     let mut w = DatasetWriter::create(out, config)?;
     let mut left = limit.unwrap_or(usize::MAX);
     for f in &files {

@@ -3,7 +3,7 @@
 //! IDX layout (big-endian): images `0x00000803`, count, rows, cols, then `count*rows*cols` bytes;
 //! labels `0x00000801`, count, then `count` bytes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::convert::read_maybe_gz;
 use crate::error::{Error, Result};
@@ -53,11 +53,32 @@ fn bad(path: &Path, reason: String) -> Error {
 /// # Errors
 /// [`Error::BadSource`] naming the file for a wrong magic or a length that disagrees with the header.
 pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
-    let b = read_maybe_gz(path)?;
+    parse_idx_images(read_maybe_gz(path)?, path)
+}
+
+/// The magic number found at the start of `b`, for error messages.
+fn magic_text(b: &[u8]) -> String {
+    match b.get(..4) {
+        Some(m) => format!("{:#010x}", be32(m, 0)),
+        None => format!("only {} bytes", b.len()),
+    }
+}
+
+/// Parses the (already gunzipped) bytes of an IDX3 image file; `path` names it in errors.
+///
+/// # Errors
+/// As [`read_idx_images`].
+pub fn parse_idx_images(mut b: Vec<u8>, path: &Path) -> Result<IdxImages> {
     if b.len() < 16 || be32(&b, 0) != 0x0803 {
-        return Err(bad(path, "not an IDX image file (magic 0x00000803)".into()));
+        return Err(bad(
+            path,
+            format!("not an IDX image file: magic {}, expected 0x00000803", magic_text(&b)),
+        ));
     }
     let (n, rows, cols) = (be32(&b, 4) as usize, be32(&b, 8) as usize, be32(&b, 12) as usize);
+    if rows == 0 || cols == 0 {
+        return Err(bad(path, format!("header says images of {rows}x{cols} pixels")));
+    }
     let need =
         n.checked_mul(rows).and_then(|x| x.checked_mul(cols)).and_then(|x| x.checked_add(16));
     if need != Some(b.len()) {
@@ -66,7 +87,8 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
             format!("header says {n} images of {rows}x{cols} but the file has {} bytes", b.len()),
         ));
     }
-    Ok(IdxImages { rows, cols, pixels: b[16..].to_vec() })
+    b.drain(..16);
+    Ok(IdxImages { rows, cols, pixels: b })
 }
 
 /// Reads an IDX1 label file.
@@ -74,18 +96,37 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
 /// # Errors
 /// [`Error::BadSource`] naming the file for a wrong magic or length.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    let b = read_maybe_gz(path)?;
+    parse_idx_labels(read_maybe_gz(path)?, path)
+}
+
+/// Parses the (already gunzipped) bytes of an IDX1 label file; `path` names it in errors.
+///
+/// # Errors
+/// As [`read_idx_labels`]; also [`Error::BadRecord`] naming the file and record for a label
+/// above 9.
+pub fn parse_idx_labels(mut b: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     if b.len() < 8 || be32(&b, 0) != 0x0801 {
-        return Err(bad(path, "not an IDX label file (magic 0x00000801)".into()));
+        return Err(bad(
+            path,
+            format!("not an IDX label file: magic {}, expected 0x00000801", magic_text(&b)),
+        ));
     }
     let n = be32(&b, 4) as usize;
-    if b.len() != 8 + n {
+    if Some(b.len()) != n.checked_add(8) {
         return Err(bad(
             path,
             format!("header says {n} labels but the file has {} bytes", b.len()),
         ));
     }
-    Ok(b[8..].to_vec())
+    b.drain(..8);
+    if let Some(i) = b.iter().position(|&l| l > 9) {
+        return Err(Error::BadRecord {
+            path: path.to_path_buf(),
+            record: i,
+            reason: format!("label {} > 9", b[i]),
+        });
+    }
+    Ok(b)
 }
 
 /// Converts an MNIST image/label pair; `limit` keeps only the first records.
@@ -109,6 +150,7 @@ pub fn convert_mnist(
             format!("{} labels for {} images in {}", labs.len(), imgs.len(), images.display()),
         ));
     }
+    let n = limit.unwrap_or(usize::MAX).min(imgs.len());
     let classes = (0..10).map(|d| d.to_string()).collect();
     let config = DatasetConfig {
         encoding: Encoding::RawU8,
@@ -117,16 +159,8 @@ pub fn convert_mnist(
         shard_size,
     };
     let mut w = DatasetWriter::create(out, config)?;
-    let n = limit.unwrap_or(usize::MAX).min(imgs.len());
     let shape = [1, imgs.rows as u32, imgs.cols as u32];
     for (i, &label) in labs.iter().enumerate().take(n) {
-        if label > 9 {
-            return Err(Error::BadRecord {
-                path: PathBuf::from(labels),
-                record: i,
-                reason: format!("label {label} > 9"),
-            });
-        }
         w.append(label as u32, shape, imgs.image(i))?;
         if i % 1024 == 1023 {
             progress(1024);

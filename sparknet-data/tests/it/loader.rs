@@ -205,3 +205,27 @@ fn undecodable_jpeg_names_shard_and_record() {
     // PNG decodes to BGR: the first pixel of channel 0 is the blue value 7.
     assert_eq!(report.blob.data[0], 7.0);
 }
+
+#[test]
+fn a_loader_started_at_an_offset_reads_what_the_full_stream_would() {
+    // A resumed run starts its loader `iter * batch` records in (issue #16's resume).
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), Encoding::RawU8, 4, &indexed(10));
+    for shuffle in [None, Some(3)] {
+        let config = LoaderConfig { batch_size: 3, shuffle, ..Default::default() };
+        let mut full = Loader::new(open(dir.path()), config.clone()).unwrap();
+        let mut stream = Vec::new();
+        for _ in 0..8 {
+            let b = full.next_batch().unwrap();
+            stream.extend(b.indices().iter().map(|&i| (b.epoch(), i)));
+        }
+        for start in [0usize, 1, 6, 9, 10, 14] {
+            let mut l = Loader::new_at(open(dir.path()), config.clone(), start as u64).unwrap();
+            let b = l.next_batch().unwrap();
+            let got: Vec<usize> = b.indices().to_vec();
+            let want: Vec<usize> = stream[start..start + 3].iter().map(|&(_, i)| i).collect();
+            assert_eq!(got, want, "shuffle {shuffle:?}, start {start}");
+            assert_eq!(b.epoch(), (start / 10) as u64, "start {start}");
+        }
+    }
+}

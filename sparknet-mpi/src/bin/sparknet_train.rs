@@ -29,7 +29,7 @@ use sparknet_mpi::bind::{FeedConfig, PhaseData, data_layers};
 use sparknet_mpi::eval::evaluate;
 use sparknet_mpi::launch::{launcher_rank, run};
 use sparknet_mpi::outer::{OuterConfig, OuterRule};
-use sparknet_mpi::plan::{TrainOptions, parse_history, plan};
+use sparknet_mpi::plan::{TrainOptions, check_outputs, parse_history, plan};
 use sparknet_mpi::trainer::{Event, Summary, SyncMode};
 use sparknet_mpi::{Error, LocalComm, Result, StatePolicy};
 use sparknet_net::load::read_net_prototxt;
@@ -124,6 +124,10 @@ impl JsonLog {
     fn new(path: Option<&Path>) -> Result<JsonLog> {
         let file = path
             .map(|p| {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+                }
                 File::create(p)
                     .map(|f| Mutex::new((p.to_path_buf(), f)))
                     .map_err(|source| Error::Io { path: p.to_path_buf(), source })
@@ -168,7 +172,7 @@ fn eval(args: &Args) -> Result<()> {
         ..NetConfig::default()
     };
     let mut net = Net::new(&param, config)?;
-    net.copy_from(&sparknet_net::load::read_caffemodel(weights)?)?;
+    net.copy_from_file(weights)?;
     let scores = evaluate(&mut net, &mut data, &LocalComm::single())?;
     let mut line = serde_json::Map::new();
     line.insert("event".into(), "test".into());
@@ -296,7 +300,11 @@ fn train_cmd(args: &Args) -> Result<bool> {
     if let Some(note) = plan.note.as_ref().filter(|_| root) {
         eprintln!("sparknet-train: {note}");
     }
+    // Everything the run will write is checked before the first iteration.
     let log = JsonLog::new(args.log.as_deref().filter(|_| root))?;
+    if root {
+        check_outputs(&plan)?;
+    }
     let bar = progress_bar(plan.loop_config.max_iter);
     if !root {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -306,10 +314,14 @@ fn train_cmd(args: &Args) -> Result<bool> {
         if let Some(l) = e.loss {
             bar.set_message(format!("loss {l:.4}"));
         }
+        // `suspend`, not `println`: the latter prints nothing when stderr is not a terminal.
+        for w in &e.warnings {
+            bar.suspend(|| eprintln!("sparknet-train: warning: {w}"));
+        }
         if !e.tick
             && let Err(err) = log.write(&event_line(e))
         {
-            bar.println(format!("sparknet-train: {err}"));
+            bar.suspend(|| eprintln!("sparknet-train: {err}"));
         }
     };
     // Written as soon as the loop ends (under MPI before finalising, see `run`).

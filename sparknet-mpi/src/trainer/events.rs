@@ -34,6 +34,9 @@ pub struct Event {
     pub test: Option<TestScores>,
     /// Snapshot files written at this point.
     pub snapshot: Vec<PathBuf>,
+    /// Problems that did not stop the run (a snapshot that failed and was retried, or written
+    /// to a fallback path), in words naming the files.
+    pub warnings: Vec<String>,
 }
 
 impl Event {
@@ -67,6 +70,9 @@ impl Event {
             let files: Vec<String> =
                 self.snapshot.iter().map(|p| p.display().to_string()).collect();
             m.insert("snapshot".into(), files.into());
+        }
+        if !self.warnings.is_empty() {
+            m.insert("warning".into(), self.warnings.clone().into());
         }
         serde_json::Value::Object(m)
     }

@@ -233,4 +233,25 @@ pub trait Worker {
     /// # Errors
     /// I/O errors naming the file.
     fn snapshot(&mut self) -> Result<Vec<PathBuf>>;
+    /// Writes a snapshot under `prefix` instead of the configured one: where the loop rescues
+    /// the last snapshot of a run when the configured place cannot be written. The default has
+    /// no other place and fails.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    fn snapshot_to(&mut self, prefix: &str) -> Result<Vec<PathBuf>> {
+        Err(Error::Config(format!("this worker cannot snapshot to {prefix}")))
+    }
+    /// The configured snapshot prefix (its file name names the fallback snapshot).
+    fn snapshot_prefix(&self) -> String {
+        "snapshot".to_string()
+    }
+    /// Called once after a step whose loss or weights were not finite: what went non-finite
+    /// first (for a net, the first layer whose output did), in words, when the worker can tell.
+    ///
+    /// # Errors
+    /// When the worker's state cannot be read.
+    fn diagnose_non_finite(&mut self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }

@@ -18,6 +18,7 @@ struct Window {
     comm: Duration,
     eval: Duration,
     data_wait_at: Duration,
+    warnings: Vec<String>,
 }
 
 /// Runs the SparkNet loop for this rank; every rank of `comm` must call it with the same
@@ -78,6 +79,10 @@ struct Trainer<'a, C: ?Sized, W: ?Sized> {
     last_loss: Option<f32>,
     /// The outer optimizer (`None` for SparkNet's plain average).
     outer: Option<OuterOptimizer>,
+    /// The last `.solverstate` written (named when training diverges).
+    last_good: Option<PathBuf>,
+    /// The first non-finite step of this round: its iteration and what went non-finite.
+    diverged: Option<(u64, String)>,
 }
 
 impl<'a, C, W> Trainer<'a, C, W>
@@ -127,6 +132,8 @@ where
             lr: None,
             last_loss: None,
             outer,
+            last_good: None,
+            diverged: None,
         })
     }
 
@@ -161,6 +168,7 @@ where
                 self.local_round(config.tau.min(config.max_iter - before))?;
             }
             self.rounds += 1;
+            self.check_finite()?;
             let after = self.worker.iter();
             let last = after >= config.max_iter;
             match self.vote()? {
@@ -190,6 +198,7 @@ where
         self.lr = Some(self.worker.apply_gradients()?);
         self.win.compute += t.elapsed();
         self.count_step(loss);
+        self.note_step(loss)?;
         Ok(())
     }
 
@@ -210,6 +219,7 @@ where
             };
             self.lr = Some(out.lr);
             self.count_step(out.loss);
+            self.note_step(out.loss)?;
         }
         self.win.compute += t.elapsed();
         if self.communicates() {
@@ -275,11 +285,13 @@ where
         let test_now = crossed(before, after, config.test_interval) && !end;
         let snap_now = crossed(before, after, config.snapshot) && !end;
         let display_now = crossed(before, after, config.display);
-        let files = if snap_now && self.root() { self.snapshot()? } else { Vec::new() };
+        let files = if snap_now && self.root() { self.snapshot(false)? } else { Vec::new() };
         if test_now || display_now {
             let scores = if test_now { Some(self.test()?) } else { None };
             self.report(scores, files)
-        } else if !files.is_empty() {
+        } else if snap_now {
+            // Every rank takes part (the loss reduction is a collective), not only rank 0,
+            // which alone holds the files or the warning of a failed snapshot.
             self.report(None, files)
         } else {
             self.tick();
@@ -289,7 +301,7 @@ where
 
     /// A stop request: rank 0 snapshots, no final test.
     fn interrupted(mut self) -> Result<Summary> {
-        let files = if self.root() { self.snapshot()? } else { Vec::new() };
+        let files = if self.root() { self.snapshot(true)? } else { Vec::new() };
         self.report(None, files)?;
         Ok(self.summary(None, false, true))
     }
@@ -302,7 +314,7 @@ where
             Err(e) => return Err(e),
         };
         let files = if self.root() && self.config.snapshot_after_train {
-            self.snapshot()?
+            self.snapshot(true)?
         } else {
             Vec::new()
         };
@@ -323,15 +335,111 @@ where
         }
     }
 
-    /// The worker's snapshot (rank 0), and the outer optimizer's state beside its model file.
-    fn snapshot(&mut self) -> Result<Vec<PathBuf>> {
-        let mut files = self.worker.snapshot()?;
+    /// Rank 0's snapshot, written so that a run is never lost: a failed write is retried once;
+    /// mid-run a second failure becomes a warning and training goes on (the state is still in
+    /// memory, the next snapshot tries again); the `last` snapshot of a run (final or on a stop)
+    /// then goes to [`sparknet_net::load::fallback_path`] instead, and only when that fails too
+    /// is the run an error. The outer optimizer's state is written beside the model file.
+    fn snapshot(&mut self, last: bool) -> Result<Vec<PathBuf>> {
+        let iter = self.worker.iter();
+        let first = match self.worker.snapshot() {
+            Ok(files) => return self.keep(files),
+            Err(e) => e,
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let second = match self.worker.snapshot() {
+            Ok(files) => {
+                self.win.warnings.push(format!(
+                    "snapshot at iteration {iter} failed once ({first}); the retry wrote it"
+                ));
+                return self.keep(files);
+            }
+            Err(e) => e,
+        };
+        if !last {
+            self.win.warnings.push(format!(
+                "snapshot at iteration {iter} failed twice: {second}; training goes on and the \
+                 next snapshot tries again"
+            ));
+            return Ok(Vec::new());
+        }
+        let prefix = self.worker.snapshot_prefix();
+        let fallback = sparknet_net::load::fallback_path(std::path::Path::new(&prefix))
+            .map_err(Error::from)
+            .and_then(|p| self.worker.snapshot_to(&p.to_string_lossy()));
+        match fallback {
+            Ok(files) => {
+                let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                self.win.warnings.push(format!(
+                    "could not write the snapshot at iteration {iter}: {second} (retried once); \
+                     it was written to {} instead",
+                    shown.join(" and ")
+                ));
+                self.keep(files)
+            }
+            Err(fallback) => {
+                Err(Error::SnapshotLost { primary: Box::new(second), fallback: Box::new(fallback) })
+            }
+        }
+    }
+
+    /// Records a written snapshot (the last good solverstate) and adds the outer state beside it.
+    fn keep(&mut self, mut files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+        if let Some(state) =
+            files.iter().find(|f| f.extension().is_some_and(|e| e == "solverstate"))
+        {
+            self.last_good = Some(state.clone());
+        }
         if let (Some(outer), Some(model)) = (&self.outer, files.first()) {
             let path = OuterOptimizer::state_path(model);
             outer.save(&path)?;
             files.push(path);
         }
         Ok(files)
+    }
+
+    /// After a step: records the first step whose loss or updated weights are not finite, with
+    /// the worker's diagnosis (the first layer whose output went non-finite), so that the report
+    /// names that step and that layer rather than the round's end, when everything is NaN. The
+    /// weights check is one read-only pass over the parameter buffer per step (a NaN loss can
+    /// hide behind a clamped softmax loss, so the loss alone is not enough).
+    fn note_step(&mut self, loss: f32) -> Result<()> {
+        if self.diverged.is_some() {
+            return Ok(());
+        }
+        let weights_ok = self.worker.params()?.iter().all(|w| w.is_finite());
+        if loss.is_finite() && weights_ok {
+            return Ok(());
+        }
+        let what = if loss.is_finite() {
+            "the weights are not finite after the update".to_string()
+        } else {
+            format!("the loss is {loss}")
+        };
+        let what = match self.worker.diagnose_non_finite()? {
+            Some(d) => format!("{what}; the first non-finite output: {d}"),
+            None => what,
+        };
+        self.diverged = Some((self.worker.iter(), what));
+        Ok(())
+    }
+
+    /// At the end of a round: a non-finite loss seen in it, or non-finite weights (after the
+    /// averaging, so every rank decides alike), stop the run.
+    fn check_finite(&mut self) -> Result<()> {
+        let last_snapshot = self.last_good.clone();
+        if let Some((iter, what)) = self.diverged.take() {
+            return Err(Error::NonFinite { iter, what, last_snapshot });
+        }
+        if let Some(i) = self.worker.params()?.iter().position(|w| !w.is_finite()) {
+            let value = self.worker.params()?[i];
+            let what = match self.worker.diagnose_non_finite()? {
+                Some(d) => format!("the weights are not finite after the round: {d}"),
+                None => format!("parameter value {i} of the flat buffer is {value}"),
+            };
+            return Err(Error::NonFinite { iter: self.worker.iter(), what, last_snapshot });
+        }
+        Ok(())
     }
 
     fn test(&mut self) -> Result<TestScores> {
@@ -370,6 +478,7 @@ where
             seconds: self.start.elapsed().as_secs_f64(),
             test: None,
             snapshot: Vec::new(),
+            warnings: Vec::new(),
         });
     }
 
@@ -396,6 +505,7 @@ where
                 seconds: self.start.elapsed().as_secs_f64(),
                 test,
                 snapshot,
+                warnings: std::mem::take(&mut self.win.warnings),
             });
         }
         self.win = Window { data_wait_at: wait, ..Window::default() };

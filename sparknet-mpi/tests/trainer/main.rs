@@ -7,6 +7,7 @@ mod default_run;
 mod eval;
 mod lsq;
 mod plan;
+mod reliability;
 mod sparknet_loop;
 mod train_lenet;
 

@@ -97,11 +97,16 @@ pub fn run_forward(a: &ForwardArgs) -> Result<()> {
     }
     let loss = net.forward(&inputs)?;
     let blobs = if a.blobs.is_empty() { net.output_names() } else { a.blobs.clone() };
+    // Every name is checked before the first file is written.
+    let tensors = blobs
+        .iter()
+        .map(|b| {
+            net.blob(b)
+                .ok_or_else(|| Error::NoSuchBlob { blob: b.clone(), known: net.blob_names() })
+        })
+        .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
-    for b in &blobs {
-        let t = net
-            .blob(b)
-            .ok_or_else(|| Error::NoSuchBlob { blob: b.clone(), known: net.blob_names() })?;
+    for (b, t) in blobs.iter().zip(tensors) {
         let path = a.out.join(format!("{}.npy", file_stem(b)));
         write_npy_tensor(&path, t)?;
         say!("{b} {:?} -> {}", t.dims(), path.display());

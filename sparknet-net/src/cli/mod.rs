@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sparknet_net::layers::Shape;
-use sparknet_net::load::{read_caffemodel, read_net_prototxt};
+use sparknet_net::load::read_net_prototxt;
 use sparknet_net::preprocess::Preprocess;
 use sparknet_net::proto::FillerParameter;
 use sparknet_net::{Error, Net, NetConfig, Phase, Result};
@@ -194,7 +194,16 @@ pub fn build_net_with_seed(a: &NetArgs, seed: Option<u64>) -> Result<Net> {
     };
     let mut net = Net::new(&param, config).map_err(|e| e.in_file(&a.model))?;
     if let Some(w) = &a.weights {
-        net.copy_from(&read_caffemodel(w)?)?;
+        let missing = net.copy_from_file(w)?;
+        if !missing.is_empty() {
+            eprintln!(
+                "warning: {} has no weights for layer(s) {} (truncated, or another net's \
+                 weights?); they keep {}",
+                w.display(),
+                missing.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(", "),
+                if seed.is_some() { "their fillers' values" } else { "zeros" }
+            );
+        }
     }
     Ok(net)
 }

@@ -20,6 +20,15 @@ impl Solver {
     /// I/O errors.
     pub fn snapshot(&mut self) -> Result<(PathBuf, PathBuf)> {
         let prefix = self.param.snapshot_prefix().to_string();
+        self.snapshot_to(&prefix)
+    }
+
+    /// As [`Solver::snapshot`], under `prefix` instead of the solver's `snapshot_prefix` (a
+    /// trainer's fallback location when that one cannot be written).
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn snapshot_to(&mut self, prefix: &str) -> Result<(PathBuf, PathBuf)> {
         let base = format!("{prefix}_iter_{}", self.iter());
         let model = PathBuf::from(format!("{base}.caffemodel"));
         let state_path = PathBuf::from(format!("{base}.solverstate"));
@@ -56,28 +65,35 @@ impl Solver {
         let path = path.as_ref();
         let state = read_solverstate(path)?;
         let learned = PathBuf::from(state.learned_net());
-        let learned = if learned.exists() {
-            learned
+        let not_found = || Error::LearnedNetMissing {
+            solverstate: path.to_path_buf(),
+            learned_net: learned.clone(),
+        };
+        let learned = if learned.is_file() {
+            learned.clone()
         } else {
-            let beside = path.with_file_name(learned.file_name().unwrap_or_default());
-            if !beside.exists() {
-                return Err(Error::LearnedNetMissing {
-                    solverstate: path.to_path_buf(),
-                    learned_net: learned,
-                });
+            let name = learned.file_name().ok_or_else(not_found)?;
+            let beside = path.with_file_name(name);
+            if !beside.is_file() {
+                return Err(not_found());
             }
             beside
         };
-        self.net.copy_from(&read_caffemodel(&learned)?)?;
+        let weights = read_caffemodel(&learned).map_err(|e| Error::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e.in_file(&learned)),
+        })?;
+        // Everything is checked before anything changes: the history first, then the weights
+        // (`copy_from` checks every blob before copying), so a bad file leaves the solver as it
+        // was.
         let entries = self.net.param_table()?.to_vec();
         let total = self.net.param_count()?;
         let sets = self.updater.config().kind.history_sets();
         if state.history.len() != sets * entries.len() {
-            return Err(Error::invalid(
-                &path.display().to_string(),
-                "history",
+            return Err(Error::parse(
+                path,
                 format!(
-                    "{} blobs, the net and {} solver need {}",
+                    "{} history blobs, the net and {} solver need {}",
                     state.history.len(),
                     self.updater.config().kind.caffe_name(),
                     sets * entries.len()
@@ -89,15 +105,20 @@ impl Solver {
             let (set, e) = (j / entries.len(), &entries[j % entries.len()]);
             let v = blob_data(b);
             if v.len() != e.len {
-                return Err(Error::ShapeMismatch {
+                let mismatch = Error::ShapeMismatch {
                     layer: e.layer.clone(),
-                    what: format!("{}: history blob {j}", path.display()),
+                    what: format!("history blob {j}"),
                     expected: e.shape.clone(),
                     got: vec![v.len()],
-                });
+                };
+                return Err(mismatch.in_file(path));
             }
             history[set][e.offset..e.offset + e.len].copy_from_slice(&v);
         }
+        self.net.copy_from(&weights).map_err(|e| Error::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e.in_file(&learned)),
+        })?;
         self.updater.restore(UpdaterState {
             iter: state.iter().max(0) as u64,
             current_step: state.current_step().max(0) as usize,

@@ -1,8 +1,10 @@
 //! Integration tests against the shared Caffe assets and OpenCV reference outputs.
 
 mod backprop;
+mod bad_input;
 mod cli;
 mod corpus;
+mod fuzz_smoke;
 mod golden;
 mod gradients;
 mod loaders;

@@ -269,7 +269,7 @@ fn broken_jpegs() -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn undecodable_jpeg_sources_are_named_by_file_and_position_and_write_nothing() {
+fn undecodable_jpeg_sources_are_named_by_file_and_class_and_write_nothing() {
     for (k, broken) in broken_jpegs().into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("src");
@@ -284,7 +284,7 @@ fn undecodable_jpeg_sources_are_named_by_file_and_position_and_write_nothing() {
             let e = images::convert_images(items.clone(), classes.clone(), &out, &opts, &|_| {})
                 .unwrap_err();
             assert!(
-                matches!(&e, Error::BadRecord { path, record: 1, .. } if *path == bad),
+                matches!(&e, Error::BadImage { path, class, .. } if *path == bad && class == "cat"),
                 "jpeg {k}, encoded {encoded}: {e}"
             );
             assert!(!out.exists(), "jpeg {k}: no output");
@@ -330,15 +330,17 @@ fn mean_files_of_the_wrong_shape_are_named() {
         std::fs::write(&mean, &good[..cut]).unwrap();
         match MeanImage::read(&mean) {
             Err(e) => assert!(e.to_string().starts_with(s(&mean)), "cut {cut}: {e}"),
-            // The legacy 4-D fields and the data come first: a cut before the trailing `shape`
-            // field is still the whole mean (Caffe's own mean files have no `shape`).
+            // Means are written as Caffe writes them (the legacy 4-D fields, then the data, no
+            // `shape`): every cut loses data, so none may read as a whole mean.
             Ok(m) => {
                 assert_eq!((m.c, m.h, m.w, m.data), (3, 4, 5, vec![1.0; 60]), "cut {cut}");
                 complete += 1;
             }
         }
     }
-    assert_eq!(complete, 1, "only the cut just before `shape` is a whole mean");
+    assert_eq!(complete, 0, "no cut is a whole mean");
+    std::fs::write(&mean, &good).unwrap();
+    assert_eq!(MeanImage::read(&mean).unwrap().data, vec![1.0; 60], "the whole file reads");
     // A mean of another shape than the records fails when the loader starts, naming the record.
     let (dir, shard) = one_shard_dataset(&raw_records(4), Encoding::RawU8); // 3x4x5
     let ds = Arc::new(Dataset::open_mapped(dir.path()).unwrap());

@@ -1,4 +1,4 @@
-//! [`Net`]'s parameter API over its [`FlatParams`]: all learnable blobs in one contiguous `f32`
+//! [`Net`]'s parameter API over its `FlatParams`: all learnable blobs in one contiguous `f32`
 //! buffer, and their gradients in another (the project's design notes, §2): the solver updates
 //! the buffer in one pass with a small table of ranges, model averaging is one in-place allreduce
 //! over [`Net::param_buffer`], a snapshot is one read.

@@ -95,6 +95,6 @@ pub struct Summary {
     pub allreduce: f64,
     /// True when the time budget ended the run before `max_iter`.
     pub stopped_by_time: bool,
-    /// True when [`LoopConfig::stop`] ended the run (after a snapshot, without a final test).
+    /// True when [`LoopConfig::stop`](super::LoopConfig::stop) ended the run (after a snapshot, without a final test).
     pub interrupted: bool,
 }

@@ -7,9 +7,9 @@
 //! 1. Rank 0's weights and iteration count are broadcast, so every replica starts equal (random
 //!    init from the fillers, `--weights` or `--resume` on rank 0).
 //! 2. Each round: with [`SyncMode::Average`] (SparkNet), `tau` local steps and then one
-//!    [`Averager`] round over the flat parameter buffer (with `K` > 1 the last step also
+//!    [`Averager`](crate::Averager) round over the flat parameter buffer (with `K` > 1 the last step also
 //!    multiplies the weights by `1 / K` in its update pass, [`Worker::step_scaled`], and the
-//!    round is one allreduce-sum, [`Averager::average_prescaled`]); with [`SyncMode::Gradients`] (the paper's
+//!    round is one allreduce-sum, [`Averager::average_prescaled`](crate::Averager::average_prescaled)); with [`SyncMode::Gradients`] (the paper's
 //!    naive baseline, Horovod's scheme), one step whose gradients are averaged before the update.
 //!    The first `warmup` iterations always use gradient sync (averaging from a random start can
 //!    stall, SparkNet issue 140).
@@ -168,7 +168,7 @@ pub trait Worker {
     /// [`step`](Worker::step), then every value of [`params`](Worker::params) multiplied by
     /// `scale`: the last local step of an averaging round over `K` > 1 workers, with
     /// `scale = 1 / K`, so that the round's allreduce-sum yields the mean
-    /// ([`Averager::average_prescaled`]). The loop calls
+    /// ([`Averager::average_prescaled`](crate::Averager::average_prescaled)). The loop calls
     /// [`params_changed`](Worker::params_changed) after the allreduce, so an implementation may
     /// leave its net's view of the parameters stale here.
     ///

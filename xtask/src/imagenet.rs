@@ -580,22 +580,8 @@ fn figures(o: &Options, done: &[Done]) -> Vec<(&'static str, Figure)> {
             })
             .collect()
     };
-    let acc = |f: &dyn Fn(&crate::train::Point) -> f64| -> Vec<Series> {
-        done.iter()
-            .enumerate()
-            .map(|(i, d)| Series {
-                name: d.label.clone(),
-                points: d
-                    .log
-                    .points()
-                    .iter()
-                    .filter(|p| p.accuracy.is_some())
-                    .map(|p| (f(p), p.accuracy.unwrap_or(0.0)))
-                    .collect(),
-                mark: Mark::Line,
-                color: i,
-            })
-            .collect()
+    let acc = |f: &dyn Fn(&crate::train::Point) -> f64| {
+        crate::plot::accuracy_series(done.iter().map(|d| (d.label.as_str(), &d.log)), f)
     };
     let per: Vec<(f64, f64, f64)> = done.iter().map(|d| d.log.per_round()).collect();
     vec![

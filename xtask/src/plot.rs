@@ -48,6 +48,22 @@ pub(crate) struct Series {
     pub(crate) color: usize,
 }
 
+/// One accuracy curve per run: `(x(point), accuracy)` at each test point of the run's log, a
+/// colour per run (the accuracy-vs-iterations and accuracy-vs-time figures of both benches).
+pub(crate) fn accuracy_series<'a>(
+    runs: impl Iterator<Item = (&'a str, &'a crate::train::RunLog)>,
+    x: &dyn Fn(&crate::train::Point) -> f64,
+) -> Vec<Series> {
+    runs.enumerate()
+        .map(|(i, (label, log))| Series {
+            name: label.to_string(),
+            points: log.points().iter().filter_map(|p| p.accuracy.map(|a| (x(p), a))).collect(),
+            mark: Mark::Line,
+            color: i,
+        })
+        .collect()
+}
+
 /// An x-y chart of several series.
 #[derive(Clone, Debug)]
 pub(crate) struct LineChart {

@@ -657,22 +657,8 @@ fn model(r: &NetResult) -> Option<Model> {
 fn line_figures(r: &NetResult) -> Vec<(String, Figure)> {
     let key = r.case.key;
     let runs: Vec<&Done> = r.runs.iter().collect();
-    let series = |f: &dyn Fn(&crate::train::Point) -> f64| -> Vec<Series> {
-        runs.iter()
-            .enumerate()
-            .map(|(i, d)| Series {
-                name: d.label.clone(),
-                points: d
-                    .log
-                    .points()
-                    .iter()
-                    .filter(|p| p.accuracy.is_some())
-                    .map(|p| (f(p), p.accuracy.unwrap_or(0.0)))
-                    .collect(),
-                mark: Mark::Line,
-                color: i,
-            })
-            .collect()
+    let series = |f: &dyn Fn(&crate::train::Point) -> f64| {
+        crate::plot::accuracy_series(runs.iter().map(|d| (d.label.as_str(), &d.log)), f)
     };
     let mut figs = vec![
         (

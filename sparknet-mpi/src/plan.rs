@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sparknet_net::Phase;
+use sparknet_net::graph::{NetGraph, state_for};
 use sparknet_net::load::{parse_net_text, parse_text, read_net_prototxt, read_solver_prototxt};
 use sparknet_net::proto::{NetParameter, SolverParameter};
 
@@ -46,6 +48,18 @@ pub struct TrainOptions {
     pub history: Option<crate::StatePolicy>,
     /// The outer optimizer at averaging rounds (`--outer`, `--outer-lr`, `--outer-momentum`).
     pub outer: crate::outer::OuterConfig,
+    /// Replaces the solver's `test_interval`.
+    pub test_interval: Option<u64>,
+    /// Replaces the solver's `display`.
+    pub display: Option<u64>,
+    /// Replaces the solver's `test_initialization`.
+    pub test_initialization: Option<bool>,
+    /// Stop at the first periodic test that reaches this accuracy (a fraction in `(0, 1]`).
+    pub target_accuracy: Option<f64>,
+    /// Replaces `data_param.batch_size` of the TRAIN phase's `Data` layers (per worker).
+    pub batch_size: Option<usize>,
+    /// Replaces the `mean_file` of every `Data` layer that has one.
+    pub mean_file: Option<PathBuf>,
 }
 
 /// A resolved run.
@@ -161,6 +175,33 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
         // Asking for a prefix asks for the final snapshot (the default run has it off).
         solver.snapshot_after_train = Some(true);
     }
+    let net = override_net(net, opts)?;
+    let to_i32 = |v: u64, flag: &str| {
+        i32::try_from(v).map_err(|_| Error::Config(format!("{flag} {v} is too large")))
+    };
+    if let Some(n) = opts.test_interval {
+        solver.test_interval = Some(to_i32(n, "--test-interval")?);
+    }
+    if let Some(n) = opts.display {
+        solver.display = Some(to_i32(n, "--display")?);
+    }
+    if let Some(b) = opts.test_initialization {
+        solver.test_initialization = Some(b);
+    }
+    if let Some(t) = opts.target_accuracy {
+        if !(t > 0.0 && t <= 1.0) {
+            return Err(Error::Config(format!(
+                "--target-accuracy {t}: expected a fraction in (0, 1], as the JSON's accuracy"
+            )));
+        }
+        if solver.test_interval() <= 0 {
+            return Err(Error::Config(
+                "--target-accuracy needs periodic tests: the solver has no test_interval \
+                 (give --test-interval N)"
+                    .into(),
+            ));
+        }
+    }
     solver.net_param = Some(net.clone());
     let nonneg = |v: i32| u64::try_from(v).unwrap_or(0);
     let loop_config = LoopConfig {
@@ -171,6 +212,7 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
         display: nonneg(solver.display()),
         test_interval: nonneg(solver.test_interval()),
         test_initialization: solver.test_initialization(),
+        target_accuracy: opts.target_accuracy,
         snapshot: nonneg(solver.snapshot()),
         snapshot_after_train: solver.snapshot_after_train(),
         time_budget: opts.time_budget,
@@ -197,6 +239,53 @@ pub fn plan(opts: &TrainOptions) -> Result<Plan> {
         note,
         scratch,
     })
+}
+
+/// The command line's changes to the net's `Data` layers: `--batch-size` on the TRAIN phase's,
+/// `--mean-file` on every one that names a mean file.
+///
+/// # Errors
+/// [`Error::Config`] when the flag has nothing to change (no TRAIN `Data` layer, no layer with a
+/// `mean_file`) or a zero batch size; errors of the TRAIN graph.
+fn override_net(mut net: NetParameter, opts: &TrainOptions) -> Result<NetParameter> {
+    if let Some(b) = opts.batch_size {
+        let batch = u32::try_from(b).ok().filter(|&b| b > 0).ok_or_else(|| {
+            Error::Config(format!("--batch-size {b}: expected 1 to {}", u32::MAX))
+        })?;
+        let graph = NetGraph::build(&net, Some(&state_for(Phase::Train)))?;
+        let train: Vec<&str> =
+            graph.layers.iter().filter(|n| n.kind == "Data").map(|n| n.param.name()).collect();
+        if train.is_empty() {
+            return Err(Error::Config(format!(
+                "--batch-size: net '{}' has no Data layer in the TRAIN phase",
+                net.name()
+            )));
+        }
+        let train: Vec<String> = train.into_iter().map(str::to_string).collect();
+        for layer in net.layer.iter_mut().filter(|l| train.iter().any(|n| n == l.name())) {
+            layer.data_param.get_or_insert_with(Default::default).batch_size = Some(batch);
+        }
+    }
+    if let Some(m) = &opts.mean_file {
+        let file = m.to_string_lossy().into_owned();
+        let mut changed = 0;
+        for layer in net.layer.iter_mut().filter(|l| l.r#type() == "Data") {
+            if let Some(tp) = layer.transform_param.as_mut().filter(|t| t.mean_file.is_some()) {
+                tp.mean_file = Some(file.clone());
+                changed += 1;
+            } else if let Some(dp) = layer.data_param.as_mut().filter(|d| d.mean_file.is_some()) {
+                dp.mean_file = Some(file.clone());
+                changed += 1;
+            }
+        }
+        if changed == 0 {
+            return Err(Error::Config(format!(
+                "--mean-file: no Data layer of net '{}' names a mean_file to replace",
+                net.name()
+            )));
+        }
+    }
+    Ok(net)
 }
 
 /// Checks, before the first iteration, that rank 0 can write what the run will write: the

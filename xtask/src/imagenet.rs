@@ -540,7 +540,8 @@ fn run_with(o: &Options, bins: &Binaries) -> Result<PathBuf> {
                 time_budget: o.minutes.map(|m| m * 60.0),
                 comm_delay_ms: 0.0,
                 threads,
-                stop_at_accuracy: None,
+                target_accuracy: None,
+                mean_file: None,
             };
             let log = train::run(bins, &spec, &runs_dir, &crate::project_root())?;
             let label = if k == 1 { "K=1".to_owned() } else { format!("K={k} tau={tau}") };

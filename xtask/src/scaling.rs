@@ -439,9 +439,9 @@ fn bind(c: &NetCase, config: &Path, snapshots: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(config).with_context(|| format!("creating {}", config.display()))?;
     let read =
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    let net = config.join(format!("{}_train_test.prototxt", c.key));
-    std::fs::write(&net, train::rewrite_net(&read(&c.net)?, c.mean.as_deref(), None))
-        .with_context(|| format!("writing {}", net.display()))?;
+    // The net is used as it is (its mean file is given with --mean-file).
+    let net =
+        std::path::absolute(&c.net).with_context(|| format!("resolving {}", c.net.display()))?;
     let solver = config.join(format!("{}_solver.prototxt", c.key));
     let text = train::rewrite_solver(
         &read(&c.solver)?,
@@ -537,7 +537,8 @@ fn run_with(o: &Options, bins: &Binaries) -> Result<PathBuf> {
             time_budget: Some(c.budget),
             comm_delay_ms: delay_ms,
             threads: o.threads,
-            stop_at_accuracy: Some(c.target),
+            target_accuracy: Some(c.target),
+            mean_file: c.mean.clone(),
         };
         let mut done = Vec::new();
         let mut grid: Vec<(usize, u64, Sync)> = Vec::new();

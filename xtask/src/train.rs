@@ -201,9 +201,10 @@ pub(crate) struct RunSpec {
     pub(crate) comm_delay_ms: f64,
     /// Compute threads per rank (`RAYON_NUM_THREADS`).
     pub(crate) threads: usize,
-    /// Stop the run (SIGTERM: it ends after the current round) at the first test line whose
-    /// accuracy reaches this.
-    pub(crate) stop_at_accuracy: Option<f64>,
+    /// `--target-accuracy`: the run ends at the first test that reaches this.
+    pub(crate) target_accuracy: Option<f64>,
+    /// `--mean-file`: the mean image for the net's Data layers that subtract one.
+    pub(crate) mean_file: Option<PathBuf>,
 }
 
 /// What a run printed, and how it ended.
@@ -255,6 +256,12 @@ impl RunSpec {
         if self.comm_delay_ms > 0.0 {
             cmd.args(["--comm-delay-ms", &format!("{:.3}", self.comm_delay_ms)]);
         }
+        if let Some(t) = self.target_accuracy {
+            cmd.args(["--target-accuracy", &format!("{t}")]);
+        }
+        if let Some(m) = &self.mean_file {
+            cmd.arg("--mean-file").arg(m);
+        }
         cmd.arg("--log").arg(log);
         cmd
     }
@@ -296,28 +303,21 @@ pub(crate) fn run(bins: &Binaries, spec: &RunSpec, runs: &Path, cwd: &Path) -> R
     let mut child = cmd.spawn().with_context(|| format!("could not start {command}"))?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let mut lines = Vec::new();
-    let mut stopped = false;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading sparknet-train's output")?;
         let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
-        let reached = spec.stop_at_accuracy.is_some_and(|target| {
-            v.get("accuracy").and_then(Value::as_f64).is_some_and(|a| a >= target)
-        });
         print_progress(spec, &v);
         lines.push(v);
-        if reached && !stopped {
-            stopped = true;
-            // SIGTERM: sparknet-train (and mpirun, which passes it on to the ranks) ends after
-            // the current round.
-            let pid = libc::pid_t::try_from(child.id()).context("child pid out of range")?;
-            // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own child, which
-            // has not been waited for, so the id still names it.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
     }
     let status = child.wait().context("waiting for sparknet-train")?;
     let process_seconds = t.elapsed().as_secs_f64();
-    if !status.success() && !stopped {
+    // The summary line says whether `--target-accuracy` ended the run.
+    let stopped = lines
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "done")
+        .is_some_and(|d| d.get("reached_target").and_then(Value::as_bool).unwrap_or(false));
+    if !status.success() {
         let tail = std::fs::read_to_string(&err_file).unwrap_or_default();
         let tail: Vec<&str> = tail.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -510,7 +510,8 @@ mod tests {
             time_budget: None,
             comm_delay_ms: 0.0,
             threads: 1,
-            stop_at_accuracy: None,
+            target_accuracy: None,
+            mean_file: None,
         };
         let _ = spec;
         let log = RunLog {

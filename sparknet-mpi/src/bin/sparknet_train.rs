@@ -108,6 +108,26 @@ struct Args {
     /// Decode threads per data loader.
     #[arg(long, default_value_t = 2)]
     data_threads: usize,
+    /// Stop at the first test whose accuracy reaches this fraction (e.g. 0.98); the summary's
+    /// `reached_target` says whether it did.
+    #[arg(long, value_name = "FRACTION")]
+    target_accuracy: Option<f64>,
+    /// Test every N iterations (overrides the solver's test_interval).
+    #[arg(long, value_name = "N")]
+    test_interval: Option<u64>,
+    /// Report the training loss every N iterations (overrides the solver's display).
+    #[arg(long, value_name = "N")]
+    display: Option<u64>,
+    /// Skip the test before the first iteration (the solver's test_initialization: false).
+    #[arg(long)]
+    no_test_initialization: bool,
+    /// Images per batch and worker of the TRAIN Data layers (overrides data_param.batch_size).
+    #[arg(long, value_name = "B")]
+    batch_size: Option<usize>,
+    /// The mean image (.binaryproto) for every Data layer that subtracts one (overrides
+    /// transform_param.mean_file).
+    #[arg(long, value_name = "BINARYPROTO")]
+    mean_file: Option<PathBuf>,
 }
 
 /// JSON lines to stdout and, optionally, a log file.
@@ -228,6 +248,12 @@ fn options(args: &Args) -> Result<TrainOptions> {
         time_budget: args.time_budget.map(|s| seconds(s, "--time-budget")).transpose()?,
         history: Some(args.history),
         outer: outer_config(args)?,
+        test_interval: args.test_interval,
+        display: args.display,
+        test_initialization: args.no_test_initialization.then_some(false),
+        target_accuracy: args.target_accuracy,
+        batch_size: args.batch_size,
+        mean_file: args.mean_file.clone(),
     })
 }
 
@@ -254,6 +280,7 @@ fn summary_line(s: &Summary, opts: &TrainOptions) -> serde_json::Value {
     m.insert("seconds".into(), s.seconds.into());
     m.insert("allreduce".into(), s.allreduce.into());
     m.insert("stopped_by_time".into(), s.stopped_by_time.into());
+    m.insert("reached_target".into(), s.reached_target.into());
     m.insert("interrupted".into(), s.interrupted.into());
     serde_json::Value::Object(m)
 }

@@ -95,6 +95,9 @@ pub struct Summary {
     pub allreduce: f64,
     /// True when the time budget ended the run before `max_iter`.
     pub stopped_by_time: bool,
+    /// True when a periodic test reached
+    /// [`LoopConfig::target_accuracy`](super::LoopConfig::target_accuracy) before `max_iter`.
+    pub reached_target: bool,
     /// True when [`LoopConfig::stop`](super::LoopConfig::stop) ended the run (after a snapshot, without a final test).
     pub interrupted: bool,
 }

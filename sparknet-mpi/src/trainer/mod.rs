@@ -79,6 +79,10 @@ pub struct LoopConfig {
     pub test_interval: u64,
     /// Test before the first step (Caffe's `test_initialization`).
     pub test_initialization: bool,
+    /// Stop at the first periodic test whose accuracy reaches this value (a fraction, as the
+    /// JSON's `accuracy`); the run then ends as if `max_iter` were reached there (final snapshot,
+    /// no second test). `None`: run to `max_iter`.
+    pub target_accuracy: Option<f64>,
     /// Snapshot every this many iterations (0: only at the end), on rank 0.
     pub snapshot: u64,
     /// Snapshot after the last iteration.
@@ -113,6 +117,7 @@ impl Default for LoopConfig {
             display: 0,
             test_interval: 0,
             test_initialization: false,
+            target_accuracy: None,
             snapshot: 0,
             snapshot_after_train: false,
             time_budget: None,

@@ -177,7 +177,11 @@ where
                 Vote::Continue => {}
             }
             let end = last || stopped_by_time;
-            self.round_events(before, after, end)?;
+            if let Some(scores) = self.round_events(before, after, end)?
+                && config.target_accuracy.is_some_and(|t| scores.accuracy() >= Some(t))
+            {
+                return self.finish_at_target(scores);
+            }
             if end {
                 break;
             }
@@ -279,8 +283,9 @@ where
     }
 
     /// The display, test and snapshot points this round crossed (none of the last two at the
-    /// end: the final test and snapshot follow), or a progress tick.
-    fn round_events(&mut self, before: u64, after: u64, end: bool) -> Result<()> {
+    /// end: the final test and snapshot follow), or a progress tick. Returns the scores when it
+    /// tested.
+    fn round_events(&mut self, before: u64, after: u64, end: bool) -> Result<Option<TestScores>> {
         let config = self.config;
         let test_now = crossed(before, after, config.test_interval) && !end;
         let snap_now = crossed(before, after, config.snapshot) && !end;
@@ -288,15 +293,31 @@ where
         let files = if snap_now && self.root() { self.snapshot(false)? } else { Vec::new() };
         if test_now || display_now {
             let scores = if test_now { Some(self.test()?) } else { None };
-            self.report(scores, files)
+            self.report(scores.clone(), files)?;
+            Ok(scores)
         } else if snap_now {
             // Every rank takes part (the loss reduction is a collective), not only rank 0,
             // which alone holds the files or the warning of a failed snapshot.
-            self.report(None, files)
+            self.report(None, files)?;
+            Ok(None)
         } else {
             self.tick();
-            Ok(())
+            Ok(None)
         }
+    }
+
+    /// A periodic test reached the target accuracy: the run ends there, with the final snapshot
+    /// (when asked for) and those scores as the final test. Every rank computes the same
+    /// (reduced) scores, so every rank stops at the same round.
+    fn finish_at_target(mut self, scores: TestScores) -> Result<Summary> {
+        if self.config.snapshot_after_train {
+            let files = if self.root() { self.snapshot(true)? } else { Vec::new() };
+            // Every rank: the report reduces the loss window.
+            self.report(None, files)?;
+        }
+        let mut summary = self.summary(Some(scores), false, false);
+        summary.reached_target = true;
+        Ok(summary)
     }
 
     /// A stop request: rank 0 snapshots, no final test.
@@ -331,6 +352,7 @@ where
             seconds: self.start.elapsed().as_secs_f64(),
             allreduce: self.total_comm.as_secs_f64(),
             stopped_by_time: by_time,
+            reached_target: false,
             interrupted,
         }
     }

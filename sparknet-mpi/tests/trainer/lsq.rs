@@ -13,6 +13,8 @@ use sparknet_mpi::{Collective, Error, Result};
 
 pub const DIM: usize = 5;
 pub const ROWS: usize = 64;
+/// A test row counts as right (for the `accuracy` output) when predicted within this.
+pub const HIT: f32 = 0.25;
 
 pub fn row(i: usize) -> ([f32; DIM], f32) {
     let mut x = [0f32; DIM];
@@ -107,16 +109,21 @@ impl Worker for Lsq {
         Duration::ZERO
     }
     fn test(&mut self, comm: &dyn Collective) -> Result<TestScores> {
-        let mut sums = [0f64; 2];
+        // Loss, rows, and rows predicted within `HIT` (the "accuracy").
+        let mut sums = [0f64; 3];
         for i in self.test_rows.clone() {
             let (x, y) = row(i);
             let r = x.iter().zip(&self.w).map(|(a, b)| a * b).sum::<f32>() - y;
             sums[0] += f64::from(0.5 * r * r);
             sums[1] += 1.0;
+            sums[2] += f64::from(u8::from(r.abs() < HIT));
         }
         comm.all_reduce_sum_f64(&mut sums)?;
         Ok(TestScores {
-            outputs: vec![("loss".into(), sums[0] / sums[1])],
+            outputs: vec![
+                ("loss".into(), sums[0] / sums[1]),
+                ("accuracy".into(), sums[2] / sums[1]),
+            ],
             records: sums[1] as u64,
             seconds: 0.0,
         })

@@ -401,3 +401,43 @@ fn nesterov_outer_rule_matches_a_hand_computed_two_round_example() {
         .unwrap();
     assert!(plain[0].iter().zip(&w0).any(|(a, b)| (a - b).abs() > 1e-4));
 }
+
+/// `target_accuracy` ends the run at the first periodic test that reaches it, with the weights
+/// of that iteration, and says so; every rank stops at the same round.
+#[test]
+fn a_target_accuracy_stops_at_the_first_test_that_reaches_it() {
+    let base = LoopConfig { test_interval: 5, ..config(5, 200) };
+    // The same run without a target: the accuracy at every test point.
+    let mut tests = Vec::new();
+    let mut w = Lsq::partitioned(0, 1, 4);
+    train(&LocalComm::single(), &mut w, &base, &mut |e| {
+        if let Some(t) = &e.test {
+            tests.push((e.iter, t.accuracy().unwrap()));
+        }
+    })
+    .unwrap();
+    let (first, last) = (tests[0].1, tests[tests.len() - 2].1);
+    assert!(last > first, "the learner improves: {tests:?}");
+    let target = (first + last) / 2.0;
+    let at = tests.iter().find(|&&(_, a)| a >= target).unwrap().0;
+    assert!(at < 200, "{tests:?}");
+    let mut expect = Lsq::partitioned(0, 1, 4);
+    train(&LocalComm::single(), &mut expect, &config(5, at), &mut |_| {}).unwrap();
+
+    let cfg = LoopConfig { target_accuracy: Some(target), ..base };
+    let out = LocalGroup::new(2)
+        .unwrap()
+        .run(|comm| {
+            let mut w = Lsq::partitioned(0, 1, 4);
+            let s = train(&comm, &mut w, &cfg, &mut |_| {}).unwrap();
+            (s, w.w)
+        })
+        .unwrap();
+    for (s, w) in out {
+        assert!(s.reached_target && !s.stopped_by_time, "{s:?}");
+        assert_eq!(s.iter, at);
+        assert!(s.test.unwrap().accuracy().unwrap() >= target);
+        // Identical replicas: averaging them is exact, so the trajectory is the single one.
+        assert_eq!(w, expect.w);
+    }
+}
